@@ -1,0 +1,367 @@
+//! The per-call [`Context`]: who calls whom ([`RpcInfo`]), what travels with the call
+//! ([`MetaInfo`]) and typed slots for middleware ([`Extensions`]).
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faststr::FastStr;
+
+use crate::error::Error;
+
+/// One side of a call: a service name, and where known its address and tags.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// The service name, as registered in discovery.
+    pub service: FastStr,
+    /// The network address, once known (the picked instance on the client; the peer on the server).
+    pub address: Option<SocketAddr>,
+    /// Tags of the endpoint (for example the instance tags of the picked instance).
+    pub tags: Option<Arc<HashMap<String, String>>>,
+}
+
+impl Endpoint {
+    /// An endpoint for `service` with no address yet.
+    pub fn new(service: impl Into<FastStr>) -> Self {
+        Self {
+            service: service.into(),
+            address: None,
+            tags: None,
+        }
+    }
+}
+
+/// Per-call configuration, filled from the client's policies and the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallConfig {
+    /// The timeout of one attempt of the call; `None` means no timeout.
+    pub rpc_timeout: Option<Duration>,
+    /// The timeout of establishing a connection.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// What happened during the call; read by tracers in [`Tracer::finish`](crate::Tracer::finish).
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    /// When the call started.
+    pub start: Option<Instant>,
+    /// When the call finished.
+    pub end: Option<Instant>,
+    /// Size in bytes of the encoded request payload.
+    pub request_size: usize,
+    /// Size in bytes of the encoded response payload.
+    pub response_size: usize,
+    /// How many attempts were sent (1 without retries).
+    pub attempts: u32,
+    /// The error the call ended with, if any.
+    pub error: Option<Error>,
+}
+
+impl CallStats {
+    /// The call's duration, once finished.
+    #[must_use]
+    pub fn duration(&self) -> Option<Duration> {
+        Some(self.end?.saturating_duration_since(self.start?))
+    }
+}
+
+/// Who calls whom, which method, with which settings, and what happened.
+#[derive(Debug, Clone, Default)]
+pub struct RpcInfo {
+    /// The calling side.
+    pub caller: Endpoint,
+    /// The called side.
+    pub callee: Endpoint,
+    /// The method name.
+    pub method: FastStr,
+    /// Per-call settings.
+    pub config: CallConfig,
+    /// Statistics, filled as the call proceeds.
+    pub stats: CallStats,
+    /// The key the consistent-hash load balancer routes on, if the caller set one.
+    pub hash_key: Option<u64>,
+}
+
+/// The key prefix of persistent metainfo on the wire (shared with Kitex).
+pub const PERSISTENT_PREFIX: &str = "RPC_PERSIST_";
+/// The key prefix of transient metainfo on the wire (shared with Kitex).
+pub const TRANSIENT_PREFIX: &str = "RPC_TRANSIT_";
+
+/// String key/values that travel with a call in the frame header.
+///
+/// - **persistent** pairs travel to the next hop and onward through every later hop;
+/// - **transient** pairs travel one hop only: the server sees them as [`MetaInfo::upstream`]
+///   values and does not forward them.
+///
+/// Inside a server handler, [`MetaInfo::current`] returns the incoming metainfo, and any call a
+/// handler makes forwards the incoming persistent pairs automatically.
+///
+/// ```
+/// use gannet_core::MetaInfo;
+/// let mut meta = MetaInfo::default();
+/// meta.set_persistent("tenant", "acme");
+/// meta.set_transient("debug", "1");
+/// assert_eq!(meta.get_persistent("tenant"), Some("acme"));
+/// assert_eq!(meta.get_transient("debug"), Some("1"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaInfo {
+    persistent: Vec<(String, String)>,
+    transient: Vec<(String, String)>,
+    upstream: Vec<(String, String)>,
+}
+
+fn set(list: &mut Vec<(String, String)>, key: impl Into<String>, value: impl Into<String>) {
+    let key = key.into();
+    let value = value.into();
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => list.push((key, value)),
+    }
+}
+
+fn get<'a>(list: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    list.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+tokio::task_local! {
+    static CURRENT: MetaInfo;
+}
+
+impl MetaInfo {
+    /// Sets a pair that travels through every later hop.
+    pub fn set_persistent(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        set(&mut self.persistent, key, value);
+    }
+
+    /// Sets a pair that travels to the next hop only.
+    pub fn set_transient(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        set(&mut self.transient, key, value);
+    }
+
+    /// A persistent value.
+    #[must_use]
+    pub fn get_persistent(&self, key: &str) -> Option<&str> {
+        get(&self.persistent, key)
+    }
+
+    /// A transient value set on this side.
+    #[must_use]
+    pub fn get_transient(&self, key: &str) -> Option<&str> {
+        get(&self.transient, key)
+    }
+
+    /// A transient value the previous hop sent (server side).
+    #[must_use]
+    pub fn upstream(&self, key: &str) -> Option<&str> {
+        get(&self.upstream, key)
+    }
+
+    /// Removes a persistent pair, returning its value.
+    pub fn remove_persistent(&mut self, key: &str) -> Option<String> {
+        let i = self.persistent.iter().position(|(k, _)| k == key)?;
+        Some(self.persistent.swap_remove(i).1)
+    }
+
+    /// All persistent pairs.
+    pub fn persistent(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.persistent
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// All transient pairs set on this side.
+    pub fn transient(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.transient.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether no pair at all is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.persistent.is_empty() && self.transient.is_empty() && self.upstream.is_empty()
+    }
+
+    /// The metainfo of the server call the current task is handling, if any.
+    ///
+    /// Handlers use this to read what the caller sent.
+    #[must_use]
+    pub fn current() -> Option<MetaInfo> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `f` with `meta` as the current server call's metainfo.
+    pub(crate) async fn scope<F: Future>(meta: MetaInfo, f: F) -> F::Output {
+        CURRENT.scope(meta, f).await
+    }
+
+    /// Copies the persistent pairs of the server call being handled (if any) into `self`,
+    /// without overriding pairs already set.
+    pub(crate) fn inherit_current(&mut self) {
+        let _ = CURRENT.try_with(|current| {
+            for (k, v) in &current.persistent {
+                if get(&self.persistent, k).is_none() {
+                    self.persistent.push((k.clone(), v.clone()));
+                }
+            }
+        });
+    }
+
+    /// Whether the server call being handled carries the upstream transient `key`.
+    pub(crate) fn current_upstream_has(key: &str) -> bool {
+        CURRENT
+            .try_with(|current| current.upstream(key).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Takes one received wire pair (server side): prefixed keys become persistent or upstream
+    /// values; other keys are ignored by metainfo.
+    pub(crate) fn accept_wire(&mut self, key: &str, value: &str) {
+        if let Some(k) = key.strip_prefix(PERSISTENT_PREFIX) {
+            set(&mut self.persistent, k, value);
+        } else if let Some(k) = key.strip_prefix(TRANSIENT_PREFIX) {
+            set(&mut self.upstream, k, value);
+        }
+    }
+}
+
+/// Typed slots on a [`Context`], for middleware to pass values along the chain.
+///
+/// ```
+/// let mut ext = gannet_core::Extensions::default();
+/// ext.insert(42u32);
+/// assert_eq!(ext.get::<u32>(), Some(&42));
+/// ```
+#[derive(Default)]
+pub struct Extensions {
+    map: Option<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+}
+
+impl Extensions {
+    /// Stores a value, returning the previous value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        self.map
+            .get_or_insert_with(Default::default)
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+
+    /// The value of type `T`, if any.
+    #[must_use]
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.map.as_ref()?.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The value of type `T`, mutably.
+    pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.map
+            .as_mut()?
+            .get_mut(&TypeId::of::<T>())?
+            .downcast_mut()
+    }
+
+    /// Removes and returns the value of type `T`.
+    pub fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
+        self.map
+            .as_mut()?
+            .remove(&TypeId::of::<T>())
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.map.as_ref().map_or(0, |m| m.len()))
+            .finish()
+    }
+}
+
+/// The state of one call, passed as `&mut` down the middleware chain.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// Who calls whom, the method, settings and statistics.
+    pub rpc_info: RpcInfo,
+    /// Key/values that travel in the frame header.
+    pub meta: MetaInfo,
+    /// Typed slots for middleware.
+    pub extensions: Extensions,
+    /// Instances already tried by earlier attempts of this call (retry avoids them).
+    pub(crate) tried: Vec<SocketAddr>,
+}
+
+impl Context {
+    /// A context for calling `method` of `callee` from `caller`.
+    pub fn new(
+        caller: impl Into<FastStr>,
+        callee: impl Into<FastStr>,
+        method: impl Into<FastStr>,
+    ) -> Self {
+        Self {
+            rpc_info: RpcInfo {
+                caller: Endpoint::new(caller),
+                callee: Endpoint::new(callee),
+                method: method.into(),
+                ..RpcInfo::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The method name.
+    #[must_use]
+    pub fn method(&self) -> &str {
+        &self.rpc_info.method
+    }
+
+    /// Addresses tried by earlier attempts of this call.
+    #[must_use]
+    pub fn tried(&self) -> &[SocketAddr] {
+        &self.tried
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_keys_split_into_persistent_and_upstream() {
+        let mut meta = MetaInfo::default();
+        meta.accept_wire("RPC_PERSIST_tenant", "acme");
+        meta.accept_wire("RPC_TRANSIT_debug", "1");
+        meta.accept_wire("other", "x");
+        assert_eq!(meta.get_persistent("tenant"), Some("acme"));
+        assert_eq!(meta.upstream("debug"), Some("1"));
+        assert_eq!(meta.get_transient("debug"), None);
+        assert_eq!(meta.persistent().count(), 1);
+    }
+
+    #[test]
+    fn extensions_replace_and_remove() {
+        let mut ext = Extensions::default();
+        assert_eq!(ext.insert("a".to_string()), None);
+        assert_eq!(ext.insert("b".to_string()), Some("a".to_string()));
+        *ext.get_mut::<String>().unwrap() += "c";
+        assert_eq!(ext.remove::<String>().as_deref(), Some("bc"));
+        assert!(ext.get::<String>().is_none());
+    }
+
+    #[tokio::test]
+    async fn inherit_current_keeps_local_values() {
+        let mut incoming = MetaInfo::default();
+        incoming.accept_wire("RPC_PERSIST_a", "1");
+        incoming.accept_wire("RPC_PERSIST_b", "2");
+        let out = MetaInfo::scope(incoming, async {
+            let mut m = MetaInfo::default();
+            m.set_persistent("b", "local");
+            m.inherit_current();
+            m
+        })
+        .await;
+        assert_eq!(out.get_persistent("a"), Some("1"));
+        assert_eq!(out.get_persistent("b"), Some("local"));
+    }
+}

@@ -1,0 +1,280 @@
+//! The discovery cache shared by clients.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{Change, Instance, Resolver, Snapshot};
+use crate::context::Endpoint;
+use crate::error::Result;
+
+type Key = (String, String);
+type Listener = dyn Fn(&Change) + Send + Sync;
+
+/// Shares one watch per (resolver, target) between all clients, computes [`Change`]s, keeps the
+/// last good snapshot when the resolver fails, and stops watching a target once no client has
+/// used it for the idle expiry.
+///
+/// Cheap to clone; clients built without an explicit cache share [`DiscoveryCache::global`].
+#[derive(Clone)]
+pub struct DiscoveryCache {
+    inner: Arc<CacheInner>,
+}
+
+struct CacheInner {
+    targets: Mutex<HashMap<Key, Arc<TargetState>>>,
+    idle_expiry: Duration,
+    first_wait: Duration,
+}
+
+pub(crate) struct TargetState {
+    target: String,
+    snapshot: ArcSwap<Snapshot>,
+    generation: watch::Sender<u64>,
+    listeners: Mutex<Vec<Weak<Listener>>>,
+}
+
+/// A client's handle on one watched target.
+#[derive(Clone)]
+pub struct Discovered {
+    state: Arc<TargetState>,
+}
+
+impl fmt::Debug for DiscoveryCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscoveryCache")
+            .field("idle_expiry", &self.inner.idle_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Discovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovered")
+            .field("target", &self.state.target)
+            .field("version", &self.state.snapshot.load().version)
+            .finish()
+    }
+}
+
+impl Default for DiscoveryCache {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+}
+
+impl DiscoveryCache {
+    /// A cache that stops watching a target `idle_expiry` after its last client went away.
+    #[must_use]
+    pub fn new(idle_expiry: Duration) -> Self {
+        Self {
+            inner: Arc::new(CacheInner {
+                targets: Mutex::new(HashMap::new()),
+                idle_expiry,
+                first_wait: Duration::from_secs(3),
+            }),
+        }
+    }
+
+    /// The process-wide cache.
+    #[must_use]
+    pub fn global() -> &'static DiscoveryCache {
+        static GLOBAL: std::sync::OnceLock<DiscoveryCache> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(DiscoveryCache::default)
+    }
+
+    /// Targets being watched.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Whether no target is watched.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts (or joins) the watch of `endpoint`'s target and waits briefly for the first
+    /// snapshot (or the resolver's first answer, which may be an error).
+    ///
+    /// # Errors
+    /// None today: a failing resolver leaves the snapshot empty, and calls fail with
+    /// [`NoInstance`](crate::ErrorKind::NoInstance) until it recovers.
+    pub async fn discover(
+        &self,
+        resolver: Arc<dyn Resolver>,
+        endpoint: &Endpoint,
+    ) -> Result<Discovered> {
+        let target = resolver.target(endpoint);
+        let key = (resolver.name().to_string(), target.clone());
+        let (state, fresh) = {
+            let mut targets = self.inner.targets.lock().unwrap_or_else(|p| p.into_inner());
+            match targets.get(&key) {
+                Some(s) => (s.clone(), false),
+                None => {
+                    let state = Arc::new(TargetState {
+                        target: target.clone(),
+                        snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                        generation: watch::channel(0).0,
+                        listeners: Mutex::new(Vec::new()),
+                    });
+                    targets.insert(key.clone(), state.clone());
+                    (state, true)
+                }
+            }
+        };
+        if fresh {
+            tokio::spawn(run_watch(
+                Arc::downgrade(&self.inner),
+                key,
+                state.clone(),
+                resolver,
+            ));
+        }
+        let mut rx = state.generation.subscribe();
+        let _ = tokio::time::timeout(self.inner.first_wait, rx.wait_for(|g| *g > 0)).await;
+        Ok(Discovered { state })
+    }
+}
+
+impl Discovered {
+    /// The current snapshot (one atomic load).
+    #[must_use]
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.state.snapshot.load()
+    }
+
+    /// The watched target.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.state.target
+    }
+
+    /// Calls `listener` with every later change, for as long as the returned `Arc` lives.
+    pub fn subscribe(&self, listener: Arc<Listener>) {
+        let mut ls = self
+            .state
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        ls.retain(|l| l.strong_count() > 0);
+        ls.push(Arc::downgrade(&listener));
+    }
+
+    /// Waits until the snapshot has changed after `version`, or `timeout` passes.
+    /// Returns the snapshot then current.
+    pub async fn changed_after(&self, version: u64, timeout: Duration) -> Arc<Snapshot> {
+        let mut rx = self.state.generation.subscribe();
+        let state = &self.state;
+        let _ = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|_| state.snapshot.load().version > version),
+        )
+        .await;
+        self.state.snapshot.load_full()
+    }
+}
+
+fn normalize(mut list: Vec<Instance>) -> Vec<Instance> {
+    list.sort_by_key(|i| i.address);
+    list.dedup_by(|a, b| a.address == b.address);
+    list
+}
+
+impl TargetState {
+    fn apply(&self, list: Vec<Instance>) {
+        let list = normalize(list);
+        let old = self.snapshot.load_full();
+        let change = Change::between(&self.target, &old.instances, &list);
+        if change.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            target = %self.target,
+            added = change.added.len(),
+            updated = change.updated.len(),
+            removed = change.removed.len(),
+            "discovery change"
+        );
+        self.snapshot.store(Arc::new(Snapshot {
+            version: old.version + 1,
+            instances: list.into(),
+        }));
+        let listeners: Vec<_> = {
+            let ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            ls.iter().filter_map(Weak::upgrade).collect()
+        };
+        for l in listeners {
+            l(&change);
+        }
+    }
+}
+
+async fn run_watch(
+    cache: Weak<CacheInner>,
+    key: Key,
+    state: Arc<TargetState>,
+    resolver: Arc<dyn Resolver>,
+) {
+    let idle_expiry = cache
+        .upgrade()
+        .map_or(Duration::from_secs(60), |c| c.idle_expiry);
+    let check_every = (idle_expiry / 2).max(Duration::from_millis(10));
+    let mut idle_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut stream = resolver.clone().watch(state.target.clone());
+    loop {
+        tokio::select! {
+            item = stream.next() => {
+                match item {
+                    Some(Ok(list)) => {
+                        backoff = Duration::from_millis(100);
+                        state.apply(list);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(
+                            resolver = resolver.name(), target = %state.target, error = %e,
+                            "resolver failed; keeping the last good snapshot"
+                        );
+                    }
+                    None => {
+                        tracing::warn!(
+                            resolver = resolver.name(), target = %state.target,
+                            "resolver watch ended; restarting it in {backoff:?}"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        stream = resolver.clone().watch(state.target.clone());
+                    }
+                }
+                state.generation.send_modify(|g| *g += 1);
+            }
+            () = tokio::time::sleep(check_every) => {}
+        }
+        // Held by the map and this task only: nobody uses the target.
+        if Arc::strong_count(&state) <= 2 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= idle_expiry {
+                let Some(cache) = cache.upgrade() else { return };
+                let mut targets = cache.targets.lock().unwrap_or_else(|p| p.into_inner());
+                if Arc::strong_count(&state) <= 2 {
+                    targets.remove(&key);
+                    tracing::debug!(target = %state.target, "discovery target expired");
+                    return;
+                }
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Governance policies: timeouts, retries, circuit breakers, rate limits and degradation.
+//!
+//! Each policy lives in a holder that is read with one atomic load on the call path and
+//! swapped whole from any task ([`PolicyHolder::store`], [`PolicyHolder::set_json`]); calls
+//! never wait for a swap. Per-method policies are tables keyed by method name with a `*`
+//! wildcard: a missing or disabled method entry falls back to `*`, then to the built-in default.
+//!
+//! Values deserialize from the JSON shapes of kitex-contrib's config centers, so a team can move
+//! its configs over unchanged.
+
+pub mod circuit_breaker;
+pub mod limit;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub use circuit_breaker::{CircuitBreakerConfig, CircuitBreakers};
+pub use limit::{LimitConfig, Limiter};
+pub use retry::{BackoffPolicy, BackupPolicy, FailurePolicy, RetryConfig, StopPolicy};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The method key that applies to every method without an entry of its own.
+pub const WILDCARD: &str = "*";
+
+/// A policy value that can be switched off per method.
+pub trait Policy: Clone + fmt::Debug + Send + Sync + 'static {
+    /// Whether this entry applies (a disabled entry falls back to `*`, then to the default).
+    fn is_enabled(&self) -> bool {
+        true
+    }
+
+    /// Checks the value, explaining what is wrong.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error naming the bad field.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A per-method table of one policy.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyTable<T> {
+    methods: HashMap<String, T>,
+}
+
+impl<T: Policy> PolicyTable<T> {
+    /// The policy in force for `method`: its own enabled entry, else an enabled `*`, else none
+    /// (the built-in default applies).
+    #[must_use]
+    pub fn lookup(&self, method: &str) -> Option<&T> {
+        self.methods
+            .get(method)
+            .filter(|p| p.is_enabled())
+            .or_else(|| self.methods.get(WILDCARD).filter(|p| p.is_enabled()))
+    }
+
+    /// The entries.
+    #[must_use]
+    pub fn entries(&self) -> &HashMap<String, T> {
+        &self.methods
+    }
+}
+
+/// A swappable per-method policy table.
+///
+/// ```
+/// use gannet_core::policy::{PolicyHolder, TimeoutConfig};
+/// let holder = PolicyHolder::<TimeoutConfig>::default();
+/// holder.set_json(r#"{"*": {"rpc_timeout_ms": 1000, "conn_timeout_ms": 50},
+///                     "Slow": {"rpc_timeout_ms": 5000}}"#).unwrap();
+/// assert_eq!(holder.load().lookup("Slow").unwrap().rpc_timeout_ms, 5000);
+/// assert_eq!(holder.load().lookup("Echo").unwrap().rpc_timeout_ms, 1000);
+/// // bad values are refused and the table stays as it was
+/// assert!(holder.set_json(r#"{"*": {"rpc_timeout_ms": "soon"}}"#).is_err());
+/// assert_eq!(holder.load().lookup("Echo").unwrap().rpc_timeout_ms, 1000);
+/// ```
+pub struct PolicyHolder<T> {
+    table: ArcSwap<PolicyTable<T>>,
+}
+
+impl<T: Policy> Default for PolicyHolder<T> {
+    fn default() -> Self {
+        Self {
+            table: ArcSwap::from_pointee(PolicyTable {
+                methods: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Policy> fmt::Debug for PolicyHolder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyHolder")
+            .field("methods", &self.table.load().methods)
+            .finish()
+    }
+}
+
+impl<T: Policy> PolicyHolder<T> {
+    /// The current table (one atomic load; hold it only briefly).
+    pub fn load(&self) -> arc_swap::Guard<Arc<PolicyTable<T>>> {
+        self.table.load()
+    }
+
+    /// Validates `methods` and swaps them in.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error if an entry fails validation; the table in force
+    /// stays.
+    pub fn store(&self, methods: HashMap<String, T>) -> Result<()> {
+        for (m, p) in &methods {
+            p.validate().map_err(|e| {
+                Error::new(ErrorKind::Config, format!("method {m:?}: {}", e.message()))
+            })?;
+        }
+        self.table.store(Arc::new(PolicyTable { methods }));
+        Ok(())
+    }
+
+    /// Sets the policy of one method (or `*`), keeping the others.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error if `policy` fails validation.
+    pub fn set(&self, method: impl Into<String>, policy: T) -> Result<()> {
+        policy.validate()?;
+        let method = method.into();
+        self.table.rcu(|t| {
+            let mut methods = t.methods.clone();
+            methods.insert(method.clone(), policy.clone());
+            PolicyTable { methods }
+        });
+        Ok(())
+    }
+
+    /// Removes every entry: the built-in default applies again.
+    pub fn clear(&self) {
+        self.table.store(Arc::new(PolicyTable {
+            methods: HashMap::new(),
+        }));
+    }
+}
+
+impl<T: Policy + DeserializeOwned> PolicyHolder<T> {
+    /// Parses a kitex-contrib style method map (`{"*": {...}, "Method": {...}}`), validates it
+    /// and swaps it in.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error if the JSON does not parse or a value is invalid;
+    /// the table in force stays.
+    pub fn set_json(&self, json: &str) -> Result<()> {
+        self.store(parse_json(json)?)
+    }
+}
+
+/// Parses a JSON policy value into `T`, as a [`Config`](ErrorKind::Config) error on failure.
+///
+/// # Errors
+/// A [`Config`](ErrorKind::Config) error describing where the JSON is wrong.
+pub fn parse_json<T: DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid policy JSON", e))
+}
+
+/// A swappable single policy value (not per method).
+pub struct Swappable<T> {
+    value: ArcSwap<T>,
+}
+
+impl<T: Policy + Default> Default for Swappable<T> {
+    fn default() -> Self {
+        Self {
+            value: ArcSwap::from_pointee(T::default()),
+        }
+    }
+}
+
+impl<T: Policy> fmt::Debug for Swappable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.load().fmt(f)
+    }
+}
+
+impl<T: Policy> Swappable<T> {
+    /// The current value.
+    pub fn load(&self) -> arc_swap::Guard<Arc<T>> {
+        self.value.load()
+    }
+
+    /// Validates `value` and swaps it in.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error if it fails validation; the value in force stays.
+    pub fn store(&self, value: T) -> Result<()> {
+        value.validate()?;
+        self.value.store(Arc::new(value));
+        Ok(())
+    }
+}
+
+impl<T: Policy + DeserializeOwned> Swappable<T> {
+    /// Parses, validates and swaps in a JSON value.
+    ///
+    /// # Errors
+    /// A [`Config`](ErrorKind::Config) error; the value in force stays.
+    pub fn set_json(&self, json: &str) -> Result<()> {
+        self.store(parse_json(json)?)
+    }
+}
+
+/// `rpc_timeout`: the timeout of one attempt and of connecting, in milliseconds (0 = use the
+/// client's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimeoutConfig {
+    /// Timeout of one attempt of the call.
+    pub rpc_timeout_ms: u64,
+    /// Timeout of establishing a connection.
+    pub conn_timeout_ms: u64,
+}
+
+impl Policy for TimeoutConfig {}
+
+impl TimeoutConfig {
+    /// The rpc timeout, if set.
+    #[must_use]
+    pub fn rpc_timeout(&self) -> Option<Duration> {
+        (self.rpc_timeout_ms > 0).then(|| Duration::from_millis(self.rpc_timeout_ms))
+    }
+
+    /// The connect timeout, if set.
+    #[must_use]
+    pub fn conn_timeout(&self) -> Option<Duration> {
+        (self.conn_timeout_ms > 0).then(|| Duration::from_millis(self.conn_timeout_ms))
+    }
+}
+
+/// `degradation`: drop a percentage of the client's calls before they are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DegradationConfig {
+    /// Whether degradation applies.
+    pub enable: bool,
+    /// Share of calls to drop, 0–100.
+    pub percentage: u32,
+}
+
+impl Policy for DegradationConfig {
+    fn is_enabled(&self) -> bool {
+        self.enable
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.percentage > 100 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("degradation percentage {} is above 100", self.percentage),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DegradationConfig {
+    /// Whether this call should be dropped.
+    #[must_use]
+    pub fn should_drop(&self) -> bool {
+        self.enable && self.percentage > 0 && fastrand::u32(..100) < self.percentage
+    }
+}
+
+/// The client's policies, each swappable at run time (the config center swaps these).
+#[derive(Debug, Default)]
+pub struct ClientPolicies {
+    /// `rpc_timeout` per method.
+    pub timeout: PolicyHolder<TimeoutConfig>,
+    /// `retry` per method.
+    pub retry: PolicyHolder<RetryConfig>,
+    /// `circuit_break` per method.
+    pub circuit_break: PolicyHolder<CircuitBreakerConfig>,
+    /// `degradation`.
+    pub degradation: Swappable<DegradationConfig>,
+}
+
+/// The server's policies, swappable at run time.
+#[derive(Debug, Default)]
+pub struct ServerPolicies {
+    /// `limit`: connections and QPS.
+    pub limit: Limiter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_method_entry_falls_back_to_wildcard_then_default() {
+        let holder = PolicyHolder::<CircuitBreakerConfig>::default();
+        holder
+            .set_json(
+                r#"{"*": {"enable": true, "err_rate": 0.3, "min_sample": 10},
+                    "Echo": {"enable": false, "err_rate": 0.9, "min_sample": 5}}"#,
+            )
+            .unwrap();
+        let t = holder.load();
+        assert_eq!(t.lookup("Echo").unwrap().err_rate, 0.3);
+        assert_eq!(t.lookup("Other").unwrap().err_rate, 0.3);
+        holder
+            .set_json(r#"{"*": {"enable": false, "err_rate": 0.3, "min_sample": 10}}"#)
+            .unwrap();
+        assert!(holder.load().lookup("Echo").is_none());
+    }
+
+    #[test]
+    fn degradation_validation_and_drop() {
+        let d = Swappable::<DegradationConfig>::default();
+        assert!(
+            d.set_json(r#"{"enable": true, "percentage": 130}"#)
+                .is_err()
+        );
+        assert!(!d.load().enable);
+        d.set_json(r#"{"enable": true, "percentage": 100}"#)
+            .unwrap();
+        assert!((0..100).all(|_| d.load().should_drop()));
+        d.set_json(r#"{"enable": true, "percentage": 0}"#).unwrap();
+        assert!((0..100).all(|_| !d.load().should_drop()));
+    }
+}

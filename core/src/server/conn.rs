@@ -1,0 +1,140 @@
+//! One server connection: read frames, run each request concurrently, write replies in batches.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use faststr::FastStr;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
+
+use super::ServerInner;
+use crate::codec::ttheader::{self, Frame, FrameWriter, MessageType, keys};
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result, code};
+use crate::transport::queue::WriteQueue;
+
+pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let queue = Arc::new(WriteQueue::new());
+    let writer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            if let Err(e) = queue.run_writer(wr).await {
+                tracing::debug!(%peer, error = %e, "writing to client failed");
+            }
+        })
+    };
+    let requests = TaskTracker::new();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'read: loop {
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let n = tokio::select! {
+            () = inner.stop_reading.cancelled() => break,
+            n = rd.read_buf(&mut buf) => n,
+        };
+        match n {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    tracing::warn!(%peer, pending = buf.len(), "client closed the connection mid-frame");
+                }
+                break;
+            }
+            Ok(_) => loop {
+                match ttheader::decode(&mut buf, inner.max_frame_size) {
+                    Ok(Some(frame)) => {
+                        let inner = inner.clone();
+                        let queue = queue.clone();
+                        requests.spawn(handle(inner, queue, frame, peer));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "bad frame from client; closing its connection");
+                        break 'read;
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "reading from client failed");
+                break;
+            }
+        }
+    }
+    // Let in-flight requests finish and their replies go out, then close.
+    requests.close();
+    requests.wait().await;
+    queue.close();
+    let _ = writer.await;
+}
+
+async fn handle(inner: Arc<ServerInner>, queue: Arc<WriteQueue>, frame: Frame, peer: SocketAddr) {
+    let seq = frame.seq_id;
+    let res = dispatch(&inner, frame, peer).await;
+    let pushed = queue.push(|buf| match &res {
+        Ok(payload) => {
+            let w = FrameWriter::begin(
+                buf,
+                seq,
+                ttheader::protocol::PROTOBUF,
+                &[(keys::MSG_TYPE, MessageType::Reply.as_ascii())],
+            )?;
+            w.finish(payload)
+        }
+        Err(e) => {
+            let (code, msg) = wire_error(e);
+            let code = code.to_string();
+            let w = FrameWriter::begin(
+                buf,
+                seq,
+                ttheader::protocol::PROTOBUF,
+                &[
+                    (keys::MSG_TYPE, MessageType::Exception.as_ascii()),
+                    (keys::STATUS_CODE, code.as_bytes()),
+                ],
+            )?;
+            w.finish(msg.as_bytes())
+        }
+    });
+    if let Err(e) = pushed {
+        tracing::debug!(%peer, seq, error = %e, "reply not sent");
+    }
+}
+
+/// The code and message an error travels to the client with.
+fn wire_error(e: &Error) -> (u32, String) {
+    match e.remote_code() {
+        Some(code) => (code, e.message().to_string()),
+        None => match e.kind() {
+            ErrorKind::Codec => (code::BAD_REQUEST, e.to_string()),
+            ErrorKind::RateLimited => (code::RATE_LIMITED, e.to_string()),
+            _ => (code::INTERNAL, e.to_string()),
+        },
+    }
+}
+
+async fn dispatch(inner: &ServerInner, frame: Frame, peer: SocketAddr) -> Result<bytes::Bytes> {
+    if frame.message_type() != Some(MessageType::Call) {
+        return Err(Error::remote(code::BAD_REQUEST, "frame is not a call"));
+    }
+    let Some(method) = frame.int_header_str(keys::TO_METHOD) else {
+        return Err(Error::remote(code::BAD_REQUEST, "call names no method"));
+    };
+    let caller = frame.int_header_str(keys::FROM_SERVICE).unwrap_or("");
+    let mut cx = Context::new(
+        FastStr::new(caller),
+        inner.service.clone(),
+        FastStr::new(method),
+    );
+    cx.rpc_info.caller.address = Some(peer);
+    for (k, v) in &frame.str_headers {
+        match (std::str::from_utf8(k), std::str::from_utf8(v)) {
+            (Ok(k), Ok(v)) => cx.meta.accept_wire(k, v),
+            _ => tracing::debug!(%peer, "ignoring a non-UTF-8 header"),
+        }
+    }
+    inner.process(&mut cx, frame.payload).await
+}

@@ -1,0 +1,298 @@
+//! `Service` and `Layer`: the shape of every handler and middleware.
+//!
+//! A [`Service`] takes `&self` and a `&mut` [`Context`] and returns a `Send` future: no
+//! `poll_ready`, no clone per call (the motore/Volo design). A [`Layer`] wraps a service in
+//! another. [`BoxService`] and [`BoxLayer`] are the type-erased forms that suites add at run time.
+//!
+//! In the client and the server, middleware sees encoded payloads ([`Bytes`]): the request is
+//! encoded once before the chain (so retries resend the same bytes without re-encoding) and the
+//! response decoded after it. The method is in [`Context::method`].
+//!
+//! Layers apply in the order they are added: the first layer added is the outermost, the first to
+//! see a request and the last to see its response.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::context::Context;
+use crate::error::Error;
+
+/// An asynchronous function from a request to a response, with the call's [`Context`].
+pub trait Service<Req>: Send + Sync {
+    /// The response type.
+    type Response;
+    /// The error type.
+    type Error;
+
+    /// Serves one request.
+    fn call(
+        &self,
+        cx: &mut Context,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
+}
+
+/// Wraps a service in another (middleware).
+pub trait Layer<S> {
+    /// The wrapping service.
+    type Service;
+
+    /// Wraps `inner`.
+    fn layer(self, inner: S) -> Self::Service;
+}
+
+/// The layer that changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+impl<S> Layer<S> for Identity {
+    type Service = S;
+    fn layer(self, inner: S) -> S {
+        inner
+    }
+}
+
+/// Two layers: `outer` wraps whatever `inner` produced.
+#[derive(Debug, Clone)]
+pub struct Stack<Inner, Outer> {
+    inner: Inner,
+    outer: Outer,
+}
+
+impl<Inner, Outer> Stack<Inner, Outer> {
+    /// Stacks `outer` around `inner`.
+    pub fn new(inner: Inner, outer: Outer) -> Self {
+        Self { inner, outer }
+    }
+}
+
+impl<S, Inner: Layer<S>, Outer: Layer<Inner::Service>> Layer<S> for Stack<Inner, Outer> {
+    type Service = Outer::Service;
+    fn layer(self, service: S) -> Self::Service {
+        self.outer.layer(self.inner.layer(service))
+    }
+}
+
+trait DynService<Req, Resp, E>: Send + Sync {
+    fn call_boxed<'a>(&'a self, cx: &'a mut Context, req: Req) -> BoxFuture<'a, Result<Resp, E>>;
+}
+
+impl<S, Req> DynService<Req, S::Response, S::Error> for S
+where
+    S: Service<Req>,
+    Req: Send + 'static,
+{
+    fn call_boxed<'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+    ) -> BoxFuture<'a, Result<S::Response, S::Error>> {
+        Box::pin(self.call(cx, req))
+    }
+}
+
+/// A type-erased, cheaply clonable [`Service`].
+pub struct BoxService<Req, Resp, E> {
+    inner: Arc<dyn DynService<Req, Resp, E>>,
+}
+
+impl<Req, Resp, E> BoxService<Req, Resp, E> {
+    /// Erases the type of `service`.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Req, Response = Resp, Error = E> + 'static,
+        Req: Send + 'static,
+    {
+        Self {
+            inner: Arc::new(service),
+        }
+    }
+}
+
+impl<Req, Resp, E> Clone for BoxService<Req, Resp, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<Req, Resp, E> fmt::Debug for BoxService<Req, Resp, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxService")
+    }
+}
+
+impl<Req: Send + 'static, Resp, E> Service<Req> for BoxService<Req, Resp, E> {
+    type Response = Resp;
+    type Error = E;
+    // `async fn` captures both lifetimes; returning the box alone would need their intersection.
+    async fn call(&self, cx: &mut Context, req: Req) -> Result<Resp, E> {
+        self.inner.call_boxed(cx, req).await
+    }
+}
+
+/// The service type of client and server middleware: encoded request in, encoded response out.
+pub type PayloadService = BoxService<Bytes, Bytes, Error>;
+
+type WrapFn<Req, Resp, E> =
+    dyn Fn(BoxService<Req, Resp, E>) -> BoxService<Req, Resp, E> + Send + Sync;
+
+/// A type-erased layer over [`BoxService`]s, for suites that add middleware at run time.
+pub struct BoxLayer<Req, Resp, E> {
+    f: Arc<WrapFn<Req, Resp, E>>,
+}
+
+impl<Req, Resp, E> BoxLayer<Req, Resp, E>
+where
+    Req: Send + 'static,
+    Resp: 'static,
+    E: 'static,
+{
+    /// Erases the type of `layer`.
+    pub fn new<L>(layer: L) -> Self
+    where
+        L: Layer<BoxService<Req, Resp, E>> + Clone + Send + Sync + 'static,
+        L::Service: Service<Req, Response = Resp, Error = E> + 'static,
+    {
+        Self {
+            f: Arc::new(move |inner| BoxService::new(layer.clone().layer(inner))),
+        }
+    }
+}
+
+impl<Req, Resp, E> Clone for BoxLayer<Req, Resp, E> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone() }
+    }
+}
+
+impl<Req, Resp, E> fmt::Debug for BoxLayer<Req, Resp, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxLayer")
+    }
+}
+
+impl<Req, Resp, E> Layer<BoxService<Req, Resp, E>> for BoxLayer<Req, Resp, E> {
+    type Service = BoxService<Req, Resp, E>;
+    fn layer(self, inner: BoxService<Req, Resp, E>) -> Self::Service {
+        (self.f)(inner)
+    }
+}
+
+/// The layer type of client and server middleware.
+pub type PayloadLayer = BoxLayer<Bytes, Bytes, Error>;
+
+/// The function type [`layer_fn`] takes: the context, the request and the next service in,
+/// the response future out.
+pub type MiddlewareFn = dyn for<'a> Fn(&'a mut Context, Bytes, &'a PayloadService) -> BoxFuture<'a, Result<Bytes, Error>>
+    + Send
+    + Sync;
+
+/// A middleware written as a function of the context, the request and the next service.
+///
+/// ```
+/// use gannet_core::service::{layer_fn, PayloadLayer, Service};
+/// let log: PayloadLayer = layer_fn(|cx, req, next| {
+///     Box::pin(async move {
+///         let method = cx.method().to_string();
+///         let res = next.call(cx, req).await;
+///         println!("{method}: ok = {}", res.is_ok());
+///         res
+///     })
+/// });
+/// # let _ = log;
+/// ```
+pub fn layer_fn<F>(f: F) -> PayloadLayer
+where
+    F: for<'a> Fn(
+            &'a mut Context,
+            Bytes,
+            &'a PayloadService,
+        ) -> BoxFuture<'a, Result<Bytes, Error>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let f: Arc<MiddlewareFn> = Arc::new(f);
+    BoxLayer {
+        f: Arc::new(move |inner| {
+            BoxService::new(FnService {
+                f: f.clone(),
+                next: inner,
+            })
+        }),
+    }
+}
+
+struct FnService {
+    f: Arc<MiddlewareFn>,
+    next: PayloadService,
+}
+
+impl Service<Bytes> for FnService {
+    type Response = Bytes;
+    type Error = Error;
+    async fn call(&self, cx: &mut Context, req: Bytes) -> Result<Bytes, Error> {
+        (self.f)(cx, req, &self.next).await
+    }
+}
+
+/// Builds a [`PayloadService`] from a function of the context and the request.
+pub fn service_fn<F, Fut>(f: F) -> PayloadService
+where
+    F: Fn(&Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Error>> + Send + 'static,
+{
+    struct ServiceFn<F>(F);
+    impl<F, Fut> Service<Bytes> for ServiceFn<F>
+    where
+        F: Fn(&Context, Bytes) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Bytes, Error>> + Send + 'static,
+    {
+        type Response = Bytes;
+        type Error = Error;
+        fn call(
+            &self,
+            cx: &mut Context,
+            req: Bytes,
+        ) -> impl Future<Output = Result<Bytes, Error>> + Send {
+            (self.0)(cx, req)
+        }
+    }
+    BoxService::new(ServiceFn(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn layers_apply_in_the_order_added() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mk = |name: &'static str| {
+            let order = order.clone();
+            layer_fn(move |cx, req, next| {
+                let order = order.clone();
+                Box::pin(async move {
+                    order.lock().unwrap().push(format!("{name} in"));
+                    let r = next.call(cx, req).await;
+                    order.lock().unwrap().push(format!("{name} out"));
+                    r
+                })
+            })
+        };
+        let inner = service_fn(|_, req| async move { Ok(req) });
+        // first added is outermost: apply in reverse.
+        let layers = [mk("a"), mk("b")];
+        let svc = layers.into_iter().rev().fold(inner, |s, l| l.layer(s));
+        let mut cx = Context::default();
+        let out = svc.call(&mut cx, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(&out[..], b"x");
+        assert_eq!(*order.lock().unwrap(), ["a in", "b in", "b out", "a out"]);
+    }
+}

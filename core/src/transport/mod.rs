@@ -1,0 +1,88 @@
+//! The transport: batched frame writing, multiplexed client connections and their pool.
+//!
+//! Each connection has one writer task. Callers encode their frame straight into the
+//! connection's pending buffer (a short per-connection lock held only for the copy) and wake the
+//! writer, which swaps the buffer out and writes every queued frame with one syscall. Replies are
+//! matched to callers by sequence id through a sharded map.
+
+pub(crate) mod conn;
+pub(crate) mod pool;
+pub(crate) mod queue;
+
+pub(crate) use conn::Connection;
+pub(crate) use pool::Pool;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+/// A map read without locks (one atomic load) and written by copy-on-write; for read-mostly
+/// keyed state on the call path (connection pools, breakers).
+pub(crate) struct CowMap<K, V> {
+    map: ArcSwap<HashMap<K, Arc<V>>>,
+}
+
+impl<K: Eq + Hash + Clone, V> Default for CowMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Eq + Hash + Clone, V> CowMap<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.load().get(key).cloned()
+    }
+
+    pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl Fn() -> V) -> Arc<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(v) = self.map.load().get(key) {
+            return v.clone();
+        }
+        let fresh = Arc::new(make());
+        let mut out = None;
+        self.map.rcu(|m| {
+            if let Some(v) = m.get(key) {
+                out = Some(v.clone());
+                return Arc::clone(m);
+            }
+            let mut m = HashMap::clone(m);
+            m.insert(key.to_owned(), fresh.clone());
+            out = Some(fresh.clone());
+            Arc::new(m)
+        });
+        out.unwrap_or(fresh)
+    }
+
+    pub(crate) fn retain(&self, keep: impl Fn(&K) -> bool) {
+        self.map.rcu(|m| {
+            if m.keys().all(&keep) {
+                return Arc::clone(m);
+            }
+            Arc::new(
+                m.iter()
+                    .filter(|(k, _)| keep(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        });
+    }
+
+    pub(crate) fn values(&self) -> Vec<Arc<V>> {
+        self.map.load().values().cloned().collect()
+    }
+}

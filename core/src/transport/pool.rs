@@ -1,0 +1,87 @@
+//! Connections per instance: a fixed number of multiplexed connections, opened on first use
+//! and replaced when they close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use super::{Connection, CowMap};
+use crate::error::Result;
+
+struct Slots {
+    conns: Box<[ArcSwapOption<Connection>]>,
+    connecting: Box<[tokio::sync::Mutex<()>]>,
+    next: AtomicUsize,
+}
+
+/// The client's connections, keyed by instance address.
+pub(crate) struct Pool {
+    slots: CowMap<SocketAddr, Slots>,
+    per_instance: usize,
+    max_frame_size: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(per_instance: usize, max_frame_size: usize) -> Self {
+        Self {
+            slots: CowMap::new(),
+            per_instance: per_instance.max(1),
+            max_frame_size,
+        }
+    }
+
+    /// A live connection to `addr`, connecting if needed.
+    pub(crate) async fn get(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Arc<Connection>> {
+        let n = self.per_instance;
+        let slots = self.slots.get_or_insert_with(&addr, || Slots {
+            conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
+            connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+            next: AtomicUsize::new(0),
+        });
+        let i = if n == 1 {
+            0
+        } else {
+            slots.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        if let Some(c) = &*slots.conns[i].load() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let _one_at_a_time = slots.connecting[i].lock().await;
+        if let Some(c) = &*slots.conns[i].load() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let conn = Arc::new(Connection::connect(addr, connect_timeout, self.max_frame_size).await?);
+        slots.conns[i].store(Some(conn.clone()));
+        Ok(conn)
+    }
+
+    /// Drops the connections of instances for which `keep` says no.
+    pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.slots.retain(keep);
+    }
+
+    /// Live connections, over all instances.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.slots
+            .values()
+            .iter()
+            .map(|s| {
+                s.conns
+                    .iter()
+                    .filter(|c| c.load().as_ref().is_some_and(|c| !c.is_closed()))
+                    .count()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,32 @@
+//! # Gannet
+//!
+//! A high-performance RPC framework for Rust, shaped like CloudWeGo Kitex: a small core
+//! ([`gannet-core`](gannet_core), re-exported here) and integrations picked as Cargo features.
+//!
+//! ```
+//! # #[derive(Clone, PartialEq, prost::Message)] struct EchoRequest { #[prost(string, tag = "1")] message: String }
+//! # #[derive(Clone, PartialEq, prost::Message)] struct EchoResponse { #[prost(string, tag = "1")] message: String }
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> gannet::Result<()> {
+//! use gannet::{Client, Server, discovery::MemoryRegistry};
+//!
+//! let registry = MemoryRegistry::new();
+//! let server = Server::builder("echo")
+//!     .bind("127.0.0.1:0".parse().unwrap())
+//!     .registry(registry.clone())
+//!     .handler("Echo", |req: EchoRequest| async move { Ok(EchoResponse { message: req.message }) })
+//!     .start()
+//!     .await?;
+//! let client = Client::builder("echo").resolver(registry.resolver()).build()?;
+//! let reply: EchoResponse = client.call("Echo", &EchoRequest { message: "hi".into() }).await?;
+//! assert_eq!(reply.message, "hi");
+//! server.shutdown().await
+//! # }
+//! ```
+//!
+//! ## Features
+//! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
+//! - `full`: everything.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
+pub use gannet_core::*;

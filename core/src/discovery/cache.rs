@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ struct CacheInner {
 
 pub(crate) struct TargetState {
     target: String,
+    /// Cleared when the watch task ends for any reason (including its runtime shutting down).
+    watching: AtomicBool,
     snapshot: ArcSwap<Snapshot>,
     generation: watch::Sender<u64>,
     listeners: Mutex<Vec<Weak<Listener>>>,
@@ -120,10 +123,11 @@ impl DiscoveryCache {
         let (state, fresh) = {
             let mut targets = self.inner.targets.lock().unwrap_or_else(|p| p.into_inner());
             match targets.get(&key) {
-                Some(s) => (s.clone(), false),
-                None => {
+                Some(s) if s.watching.load(Ordering::Acquire) => (s.clone(), false),
+                _ => {
                     let state = Arc::new(TargetState {
                         target: target.clone(),
+                        watching: AtomicBool::new(true),
                         snapshot: ArcSwap::from_pointee(Snapshot::default()),
                         generation: watch::channel(0).0,
                         listeners: Mutex::new(Vec::new()),
@@ -226,6 +230,13 @@ async fn run_watch(
     state: Arc<TargetState>,
     resolver: Arc<dyn Resolver>,
 ) {
+    struct Watching<'a>(&'a TargetState);
+    impl Drop for Watching<'_> {
+        fn drop(&mut self) {
+            self.0.watching.store(false, Ordering::Release);
+        }
+    }
+    let _watching = Watching(&state);
     let idle_expiry = cache
         .upgrade()
         .map_or(Duration::from_secs(60), |c| c.idle_expiry);

@@ -2,6 +2,7 @@
 //! examples, tests and single-process use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,9 +26,21 @@ use crate::registry::{Registry, RegistryInfo};
 /// assert_eq!(found.len(), 1);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryRegistry {
     services: Arc<Mutex<HashMap<String, watch::Sender<Vec<Instance>>>>>,
+    name: Arc<str>,
+}
+
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            services: Arc::default(),
+            // Each registry is its own backend for the discovery cache.
+            name: format!("memory#{}", NEXT.fetch_add(1, Ordering::Relaxed)).into(),
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryRegistry {
@@ -99,7 +112,7 @@ pub struct MemoryResolver {
 #[async_trait]
 impl Resolver for MemoryResolver {
     fn name(&self) -> &str {
-        "memory"
+        &self.registry.name
     }
 
     async fn resolve(&self, target: &str) -> Result<Vec<Instance>> {

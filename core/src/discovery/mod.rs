@@ -133,7 +133,9 @@ pub struct Snapshot {
 /// backing server can push changes (the default polls `resolve`).
 #[async_trait]
 pub trait Resolver: Send + Sync + 'static {
-    /// A short name, part of the cache key (two resolvers of one name must agree on targets).
+    /// The name of the backend this resolver reads, part of the cache key: the
+    /// [`DiscoveryCache`] shares one watch between resolvers of equal name and target, so a
+    /// name must tell backends apart (include the endpoints, e.g. `etcd:http://10.0.0.1:2379`).
     fn name(&self) -> &str;
 
     /// The cache key of the callee `endpoint`; by default its service name.
@@ -200,8 +202,13 @@ impl Resolver for StaticResolver {
     }
 
     fn target(&self, _endpoint: &Endpoint) -> String {
-        // Each static resolver is its own target, whatever the service.
-        format!("{:p}", self.instances.as_ptr())
+        // The same list is the same target, whatever the service.
+        let mut key = String::new();
+        for i in &self.instances {
+            use std::fmt::Write;
+            let _ = write!(key, "{}/{};", i.address, i.weight);
+        }
+        key
     }
 
     async fn resolve(&self, _target: &str) -> Result<Vec<Instance>> {

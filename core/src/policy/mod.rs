@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use circuit_breaker::{CircuitBreakerConfig, CircuitBreakers};
+pub use circuit_breaker::{BreakerState, CircuitBreakerConfig, CircuitBreakers};
 pub use limit::{LimitConfig, Limiter};
 pub use retry::{BackoffPolicy, BackupPolicy, FailurePolicy, RetryConfig, StopPolicy};
 

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use faststr::FastStr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio_util::task::TaskTracker;
+use tokio::task::JoinSet;
 
 use super::ServerInner;
 use crate::codec::ttheader::{self, Frame, FrameWriter, MessageType, keys};
@@ -19,15 +19,17 @@ pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: Sock
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let queue = Arc::new(WriteQueue::new());
-    let writer = {
+    // Dropping this future (a hard stop after the drain timeout) aborts the writer and every
+    // request task, which closes the socket: callers see the connection close, not a hang.
+    let mut writer = AbortOnDrop(Some({
         let queue = queue.clone();
         tokio::spawn(async move {
             if let Err(e) = queue.run_writer(wr).await {
                 tracing::debug!(%peer, error = %e, "writing to client failed");
             }
         })
-    };
-    let requests = TaskTracker::new();
+    }));
+    let mut requests = JoinSet::new();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'read: loop {
         if buf.capacity() - buf.len() < 8 * 1024 {
@@ -50,6 +52,7 @@ pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: Sock
                         let inner = inner.clone();
                         let queue = queue.clone();
                         requests.spawn(handle(inner, queue, frame, peer));
+                        while requests.try_join_next().is_some() {}
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -65,10 +68,21 @@ pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: Sock
         }
     }
     // Let in-flight requests finish and their replies go out, then close.
-    requests.close();
-    requests.wait().await;
+    while requests.join_next().await.is_some() {}
     queue.close();
-    let _ = writer.await;
+    if let Some(w) = writer.0.take() {
+        let _ = w.await;
+    }
+}
+
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }
 
 async fn handle(inner: Arc<ServerInner>, queue: Arc<WriteQueue>, frame: Frame, peer: SocketAddr) {

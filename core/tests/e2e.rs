@@ -356,3 +356,81 @@ async fn tracers_start_in_order_and_finish_in_reverse_seeing_errors() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_instance_opens_that_many_connections() {
+    init_tracing();
+    let (b, _) = echo_server("pool", "s1");
+    let server = b.start().await.unwrap();
+    let client = Client::builder("pool")
+        .address(server.local_addr())
+        .connections_per_instance(3)
+        .build()
+        .unwrap();
+    for _ in 0..9 {
+        let _: Echo = client.call("Echo", &echo("x")).await.unwrap();
+    }
+    assert_eq!(client.connection_count(), 3);
+    server.shutdown().await.unwrap();
+}
+
+/// A registry that records what it was asked, and checks the server listens when registering.
+#[derive(Default, Clone)]
+struct Recording(Arc<std::sync::Mutex<Vec<String>>>);
+
+#[async_trait::async_trait]
+impl gannet_core::Registry for Recording {
+    async fn register(&self, info: &gannet_core::RegistryInfo) -> gannet_core::Result<()> {
+        // Registration comes after listening: the advertised port already accepts.
+        let listening = tokio::net::TcpStream::connect(("127.0.0.1", info.address.port()))
+            .await
+            .is_ok();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("register {} listening={listening}", info.address));
+        Ok(())
+    }
+    async fn deregister(&self, info: &gannet_core::RegistryInfo) -> gannet_core::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("deregister {}", info.address));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_after_listening_with_the_advertised_address() {
+    init_tracing();
+    let rec = Recording::default();
+    // Bound on every interface: the registered address is never 0.0.0.0.
+    let (b, _) = echo_server("adv", "s1");
+    let s = b
+        .bind("0.0.0.0:0".parse().unwrap())
+        .registry(rec.clone())
+        .start()
+        .await
+        .unwrap();
+    let registered = s.registry_info().address;
+    assert!(!registered.ip().is_unspecified(), "{registered}");
+    assert_eq!(registered.port(), s.local_addr().port());
+    s.shutdown().await.unwrap();
+
+    // An explicit advertised address wins.
+    let (b, _) = echo_server("adv", "s2");
+    let s = b
+        .registry(rec.clone())
+        .advertise("10.1.2.3:9999".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let log = rec.0.lock().unwrap().clone();
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[0], format!("register {registered} listening=true"));
+    assert_eq!(log[1], format!("deregister {registered}"));
+    // (nothing listens on 127.0.0.1:9999, so the recorder reports listening=false there)
+    assert_eq!(log[2], "register 10.1.2.3:9999 listening=false");
+    assert_eq!(log[3], "deregister 10.1.2.3:9999");
+}

@@ -494,3 +494,41 @@ async fn futures_count(client: &Client, n: usize) -> usize {
     }
     ok
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_circuit_breaker_stops_retries_when_most_calls_fail() {
+    init_tracing();
+    let (b, _) = echo_server("gov", "s1");
+    let server = b.start().await.unwrap();
+    let client = Client::builder("gov")
+        .address(server.local_addr())
+        .build()
+        .unwrap();
+    client
+        .policies()
+        .timeout
+        .set_json(r#"{"*": {"rpc_timeout_ms": 20}}"#)
+        .unwrap();
+    client
+        .policies()
+        .retry
+        .set_json(
+            r#"{"*": {"enable": true, "type": 0, "failure_policy": {
+                "stop_policy": {"max_retry_times": 2, "cb_policy": {"error_rate": 0.1}},
+                "retry_same_node": true}}}"#,
+        )
+        .unwrap();
+    // Every attempt times out. The first three calls retry fully (9 failed attempts: below
+    // the breaker's minimum sample of 10); from the tenth failure on, retries stop.
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let mut cx = client.context("Echo");
+        client
+            .call_with::<_, Echo>(&mut cx, &slow(200))
+            .await
+            .unwrap_err();
+        attempts.push(cx.rpc_info.stats.attempts);
+    }
+    assert_eq!(attempts, [3, 3, 3, 1, 1]);
+    server.shutdown().await.unwrap();
+}

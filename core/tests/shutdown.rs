@@ -168,3 +168,42 @@ async fn peer_closing_mid_call_gives_a_transport_error() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shuts_down_gracefully_on_sigterm() {
+    init_tracing();
+    let registry = MemoryRegistry::new();
+    let (b, _) = echo_server("signalled", "s1");
+    let serving = tokio::spawn(b.registry(registry.clone()).serve());
+    let resolver = registry.resolver();
+    // Registered means listening, and the signal handler is installed before that.
+    assert!(
+        wait_registered(&resolver).await,
+        "the server never registered"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let res = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("serve returns after SIGTERM")
+        .unwrap();
+    assert!(res.is_ok(), "{res:?}");
+    assert!(
+        resolver.resolve("signalled").await.unwrap().is_empty(),
+        "deregistered"
+    );
+}
+
+async fn wait_registered(r: &gannet_core::discovery::MemoryResolver) -> bool {
+    for _ in 0..500 {
+        if !r.resolve("signalled").await.unwrap().is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}

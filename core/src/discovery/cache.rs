@@ -84,6 +84,19 @@ impl DiscoveryCache {
         }
     }
 
+    /// Sets how long [`discover`](DiscoveryCache::discover) waits for a new target's first
+    /// snapshot (default 3 s). Call before the cache is shared.
+    #[must_use]
+    pub fn with_first_wait(self, wait: Duration) -> Self {
+        Self {
+            inner: Arc::new(CacheInner {
+                targets: Mutex::new(HashMap::new()),
+                idle_expiry: self.inner.idle_expiry,
+                first_wait: wait,
+            }),
+        }
+    }
+
     /// The process-wide cache.
     #[must_use]
     pub fn global() -> &'static DiscoveryCache {
@@ -287,5 +300,146 @@ async fn run_watch(
         } else {
             idle_since = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+    use async_trait::async_trait;
+    use futures::stream::{self, BoxStream};
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A resolver whose watch yields the snapshots (or errors) pushed into a channel, and
+    /// counts how many watches were opened.
+    struct Scripted {
+        name: String,
+        tx: tokio::sync::broadcast::Sender<Result<Vec<Instance>>>,
+        watches: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(name: &str) -> Arc<Self> {
+            Arc::new(Self {
+                name: name.into(),
+                tx: tokio::sync::broadcast::channel(16).0,
+                watches: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Resolver for Scripted {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        async fn resolve(&self, _target: &str) -> Result<Vec<Instance>> {
+            Ok(Vec::new())
+        }
+        fn watch(self: Arc<Self>, _target: String) -> BoxStream<'static, Result<Vec<Instance>>> {
+            self.watches.fetch_add(1, Ordering::SeqCst);
+            let rx = self.tx.subscribe();
+            stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(item) => return Some((item, rx)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return None,
+                    }
+                }
+            })
+            .boxed()
+        }
+    }
+
+    fn inst(port: u16) -> Instance {
+        Instance::new(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    async fn wait_version(d: &Discovered, v: u64) -> Arc<Snapshot> {
+        d.changed_after(v - 1, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn shares_one_watch_keeps_last_good_and_reports_changes() {
+        let cache = DiscoveryCache::new(Duration::from_secs(60)).with_first_wait(Duration::ZERO);
+        let r = Scripted::new("scripted-a");
+        let ep = Endpoint::new("svc");
+        let d1 = cache.discover(r.clone(), &ep).await.unwrap();
+        let d2 = cache.discover(r.clone(), &ep).await.unwrap();
+        // The watch task subscribes when it first runs.
+        while r.watches.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(r.watches.load(Ordering::SeqCst), 1, "one watch per target");
+
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let c = changes.clone();
+        let listener: Arc<Listener> =
+            Arc::new(move |ch: &Change| c.lock().unwrap().push(ch.clone()));
+        d1.subscribe(listener.clone());
+
+        r.tx.send(Ok(vec![inst(2), inst(1)])).unwrap();
+        let snap = wait_version(&d2, 1).await;
+        assert_eq!(snap.version, 1);
+        assert_eq!(
+            snap.instances
+                .iter()
+                .map(|i| i.address.port())
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+
+        // An error keeps the last good snapshot.
+        r.tx.send(Err(Error::new(ErrorKind::Discovery, "backend down")))
+            .unwrap();
+        r.tx.send(Ok(vec![inst(1), inst(3)])).unwrap();
+        let snap = wait_version(&d1, 2).await;
+        assert_eq!(
+            snap.instances
+                .iter()
+                .map(|i| i.address.port())
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        let got = changes.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].added.len(), 2);
+        assert_eq!(got[1].added, vec![inst(3)]);
+        assert_eq!(got[1].removed, vec![inst(2)]);
+
+        // The same list again is no change.
+        r.tx.send(Ok(vec![inst(3), inst(1)])).unwrap();
+        r.tx.send(Ok(vec![inst(1)])).unwrap();
+        let snap = wait_version(&d1, 3).await;
+        assert_eq!(snap.instances.len(), 1);
+        assert_eq!(changes.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_targets_expire_and_a_new_client_starts_a_new_watch() {
+        let cache = DiscoveryCache::new(Duration::from_millis(50)).with_first_wait(Duration::ZERO);
+        let r = Scripted::new("scripted-b");
+        let d = cache
+            .discover(r.clone(), &Endpoint::new("svc"))
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 1);
+        drop(d);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !cache.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(cache.is_empty(), "the idle target expired");
+        let _d = cache
+            .discover(r.clone(), &Endpoint::new("svc"))
+            .await
+            .unwrap();
+        while r.watches.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(r.watches.load(Ordering::SeqCst), 2);
     }
 }

@@ -303,8 +303,11 @@ impl ServerBuilder {
     /// # Errors
     /// What [`start`](ServerBuilder::start) or [`RunningServer::shutdown`] returns.
     pub async fn serve(self) -> Result<()> {
+        // Install the signal handlers before listening, so a signal that arrives as soon as
+        // the server is registered is not missed.
+        let signal = shutdown_signal();
         let running = self.start().await?;
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutdown signal received");
         running.shutdown().await
     }
@@ -331,24 +334,19 @@ fn routable(bound: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM handler now and returns a future that ends on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        if let Ok(mut term) = term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -11,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::OnceCell;
 
 use crate::codec::ttheader::{FrameWriter, MessageType, keys};
-use crate::context::{Context, MetaInfo, PERSISTENT_PREFIX, TRANSIENT_PREFIX};
+use crate::context::{Context, PERSISTENT_PREFIX, TRANSIENT_PREFIX};
 use crate::discovery::{Change, Discovered, DiscoveryCache, Resolver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::loadbalance::LoadBalancer;
@@ -266,7 +266,7 @@ impl Invoker {
         fp: &FailurePolicy,
     ) -> Result<Bytes> {
         let stop = &fp.stop_policy;
-        let chain_stopped = !stop.disable_chain_stop && MetaInfo::current_upstream_has(RETRY_TAG);
+        let chain_stopped = stop.chain_stopped();
         let window = self.retry_window(cx.method());
         let started = Instant::now();
         let d = self.discovered().await?;
@@ -322,7 +322,7 @@ impl Invoker {
         bp: &BackupPolicy,
     ) -> Result<Bytes> {
         let stop = &bp.stop_policy;
-        let chain_stopped = !stop.disable_chain_stop && MetaInfo::current_upstream_has(RETRY_TAG);
+        let chain_stopped = stop.chain_stopped();
         let window = self.retry_window(cx.method());
         let started = Instant::now();
         let d = self.discovered().await?;

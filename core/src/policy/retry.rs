@@ -138,6 +138,13 @@ fn cfg_err(msg: impl Into<String>) -> Error {
 }
 
 impl StopPolicy {
+    /// Whether the request being handled (if any) is itself a retry from upstream and this
+    /// policy keeps chain stop on: then no retry or backup is sent downstream.
+    #[must_use]
+    pub fn chain_stopped(&self) -> bool {
+        !self.disable_chain_stop && crate::context::MetaInfo::current_upstream_has(RETRY_TAG)
+    }
+
     fn validate(&self) -> Result<()> {
         if self.max_retry_times > MAX_RETRY_TIMES {
             return Err(cfg_err(format!(

@@ -1,0 +1,542 @@
+//! `cargo run -p gannet-benchmarks --release -- [options]`: runs every system for every case
+//! in one run, each server and client in its own process and runtime, and writes the tables and
+//! plots to `benchmarks/results/`. See `benchmarks/README.md`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use gannet_benchmarks::report::{self, Case, Row, RunInfo};
+use gannet_benchmarks::runner::{self, LoadConfig, LoadResult};
+use gannet_benchmarks::systems::{Caller, System, start_server};
+use gannet_benchmarks::{BoxError, sysstat};
+
+const USAGE: &str = "\
+usage: gannet-benchmarks [options]
+  --cases LIST        comma-separated cases (default: all): echo-1k-c100, echo-1k-c1000,
+                      echo-16k-c100, ecosystem-1k-c100
+  --systems LIST      comma-separated systems (default: all): gannet, gannet-ecosystem, tonic,
+                      volo, raw-tcp
+  --duration SECS     measured seconds per system and case (default 5)
+  --warmup SECS       unmeasured warm-up seconds (default 1)
+  --max-requests N    stop measuring after N replies (default 5000000)
+  --threads N         tokio worker threads of each server and each client (default 1)
+  --no-pin            do not pin the server to CPU 0 and the client to CPU 1
+  --out DIR           where to write results (default benchmarks/results)
+  --smoke             a few hundred requests through each system, in process; writes nothing";
+
+struct CaseSpec {
+    name: &'static str,
+    title: &'static str,
+    payload: usize,
+    concurrency: usize,
+    systems: &'static [System],
+}
+
+const PEERS: &[System] = &[System::Gannet, System::Tonic, System::Volo, System::RawTcp];
+
+const CASES: &[CaseSpec] = &[
+    CaseSpec {
+        name: "echo-1k-c100",
+        title: "Echo, 1 KiB payload, 100 concurrent calls",
+        payload: 1024,
+        concurrency: 100,
+        systems: PEERS,
+    },
+    CaseSpec {
+        name: "echo-1k-c1000",
+        title: "Echo, 1 KiB payload, 1,000 concurrent calls",
+        payload: 1024,
+        concurrency: 1000,
+        systems: PEERS,
+    },
+    CaseSpec {
+        name: "echo-16k-c100",
+        title: "Echo, 16 KiB payload, 100 concurrent calls",
+        payload: 16 * 1024,
+        concurrency: 100,
+        systems: PEERS,
+    },
+    CaseSpec {
+        name: "ecosystem-1k-c100",
+        title: "Ecosystem switched on vs bare client, 1 KiB payload, 100 concurrent calls",
+        payload: 1024,
+        concurrency: 100,
+        systems: &[System::Gannet, System::GannetEcosystem],
+    },
+];
+
+struct Options {
+    cases: Vec<&'static CaseSpec>,
+    systems: Vec<System>,
+    duration: Duration,
+    warmup: Duration,
+    max_requests: u64,
+    threads: usize,
+    pin: bool,
+    out: PathBuf,
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let res = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("load") => load(&args[1..]),
+        Some("idle-conns") => idle_conns(&args[1..]),
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ if args.iter().any(|a| a == "--smoke") => smoke(),
+        _ => parse(&args).and_then(orchestrate),
+    };
+    if let Err(e) = res {
+        eprintln!("gannet-benchmarks: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn parse(args: &[String]) -> Result<Options, BoxError> {
+    let mut o = Options {
+        cases: CASES.iter().collect(),
+        systems: System::ALL.to_vec(),
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+        max_requests: 5_000_000,
+        threads: 1,
+        pin: true,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--cases" => {
+                let v = val()?;
+                o.cases = v
+                    .split(',')
+                    .map(|n| {
+                        CASES
+                            .iter()
+                            .find(|c| c.name == n)
+                            .ok_or(format!("unknown case {n}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--systems" => {
+                let v = val()?;
+                o.systems = v
+                    .split(',')
+                    .map(|n| System::parse(n).ok_or(format!("unknown system {n}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--duration" => o.duration = Duration::from_secs_f64(val()?.parse()?),
+            "--warmup" => o.warmup = Duration::from_secs_f64(val()?.parse()?),
+            "--max-requests" => o.max_requests = val()?.parse()?,
+            "--threads" => o.threads = val()?.parse()?,
+            "--out" => o.out = PathBuf::from(val()?),
+            "--no-pin" => o.pin = false,
+            other => return Err(format!("unknown option {other}\n{USAGE}").into()),
+        }
+    }
+    Ok(o)
+}
+
+/// `serve SYSTEM THREADS`: starts a server, prints `LISTENING addr`, serves until killed.
+fn serve(args: &[String]) -> Result<(), BoxError> {
+    let system =
+        System::parse(args.first().ok_or("serve needs a system")?).ok_or("unknown system")?;
+    let threads = args.get(1).map_or(Ok(1), |t| t.parse())?;
+    runtime(threads).block_on(async {
+        let (addr, _handle) = start_server(system).await?;
+        println!("LISTENING {addr}");
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+/// `load SYSTEM ADDR PAYLOAD CONCURRENCY WARMUP_MS DURATION_MS MAX THREADS`: prints
+/// `MEASURING` when the measured phase starts and `RESULT {json}` at the end.
+fn load(args: &[String]) -> Result<(), BoxError> {
+    let [
+        system,
+        addr,
+        payload,
+        concurrency,
+        warmup,
+        duration,
+        max,
+        threads,
+    ] = args
+    else {
+        return Err("load needs 8 arguments".into());
+    };
+    let system = System::parse(system).ok_or("unknown system")?;
+    let addr: SocketAddr = addr.parse()?;
+    let cfg = LoadConfig {
+        payload: payload.parse()?,
+        concurrency: concurrency.parse()?,
+        warmup: Duration::from_millis(warmup.parse()?),
+        duration: Duration::from_millis(duration.parse()?),
+        max_requests: max.parse()?,
+    };
+    runtime(threads.parse()?).block_on(async {
+        let caller = Caller::connect(system, addr).await?;
+        let cpu0 = std::cell::Cell::new(0.0);
+        let mut result = runner::run(caller, cfg, || {
+            cpu0.set(sysstat::cpu_seconds("self").unwrap_or(0.0));
+            println!("MEASURING");
+        })
+        .await;
+        result.client_cpu_s = sysstat::cpu_seconds("self").unwrap_or(0.0) - cpu0.get();
+        result.client_peak_rss_kib = sysstat::peak_rss_kib("self").unwrap_or(0);
+        println!("RESULT {}", serde_json::to_string(&result)?);
+        Ok(())
+    })
+}
+
+/// `idle-conns ADDR N`: opens N Gannet connections to ADDR and prints the resident memory
+/// they added, `IDLE {kib_per_connection}`.
+fn idle_conns(args: &[String]) -> Result<(), BoxError> {
+    let [addr, n] = args else {
+        return Err("idle-conns needs 2 arguments".into());
+    };
+    let addr: SocketAddr = addr.parse()?;
+    let n: usize = n.parse()?;
+    runtime(1).block_on(async {
+        let client = gannet_core::Client::builder("echo")
+            .address(addr)
+            .connections_per_instance(n)
+            .build()?;
+        let msg = gannet_benchmarks::systems::EchoMessage::default();
+        // One call first so the runtime, timers and buffers exist before the baseline.
+        let _: gannet_benchmarks::systems::EchoMessage = client.call("Echo", &msg).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = sysstat::rss_kib("self").unwrap_or(0);
+        for _ in 0..n {
+            let _: gannet_benchmarks::systems::EchoMessage = client.call("Echo", &msg).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = sysstat::rss_kib("self").unwrap_or(0);
+        let open = client.connection_count();
+        println!(
+            "IDLE {:.2} {open}",
+            after.saturating_sub(before) as f64 / open.max(1) as f64
+        );
+        Ok(())
+    })
+}
+
+fn command(o: &Options, cpu: &str) -> Command {
+    let exe = std::env::current_exe().expect("own path");
+    if o.pin && std::path::Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.arg("-c").arg(cpu).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server_process(o: &Options, system: System) -> Result<(Killed, SocketAddr), BoxError> {
+    let mut child = command(o, "0")
+        .args(["serve", system.name(), &o.threads.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no server stdout")?;
+    let server = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .strip_prefix("LISTENING ")
+        .ok_or_else(|| format!("{} server did not start: {line:?}", system.name()))?
+        .trim()
+        .parse()?;
+    Ok((server, addr))
+}
+
+fn run_one(o: &Options, spec: &CaseSpec, system: System) -> Row {
+    let mut row = Row {
+        system: system.name().to_string(),
+        result: None,
+        server_cpu_s: 0.0,
+        server_peak_rss_kib: 0,
+        failure: None,
+    };
+    let outcome = (|| -> Result<(LoadResult, f64, u64), BoxError> {
+        let (server, addr) = start_server_process(o, system)?;
+        let pid = server.0.id().to_string();
+        let mut client = Killed(
+            command(o, "1")
+                .args([
+                    "load",
+                    system.name(),
+                    &addr.to_string(),
+                    &spec.payload.to_string(),
+                    &spec.concurrency.to_string(),
+                    &o.warmup.as_millis().to_string(),
+                    &o.duration.as_millis().to_string(),
+                    &o.max_requests.to_string(),
+                    &o.threads.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+        let stdout = client.0.stdout.take().ok_or("no client stdout")?;
+        let mut cpu0 = 0.0;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if line == "MEASURING" {
+                cpu0 = sysstat::cpu_seconds(&pid).unwrap_or(0.0);
+            } else if let Some(json) = line.strip_prefix("RESULT ") {
+                let cpu = sysstat::cpu_seconds(&pid).unwrap_or(0.0) - cpu0;
+                let rss = sysstat::peak_rss_kib(&pid).unwrap_or(0);
+                return Ok((serde_json::from_str(json)?, cpu, rss));
+            }
+        }
+        Err("the client ended without a result".into())
+    })();
+    match outcome {
+        Ok((result, cpu, rss)) => {
+            row.result = Some(result);
+            row.server_cpu_s = cpu;
+            row.server_peak_rss_kib = rss;
+        }
+        Err(e) => row.failure = Some(e.to_string()),
+    }
+    row
+}
+
+fn idle_connection_memory(o: &Options) -> Result<(f64, usize), BoxError> {
+    let (_server, addr) = start_server_process(o, System::Gannet)?;
+    let out = command(o, "1")
+        .args(["idle-conns", &addr.to_string(), "1000"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("IDLE "))
+        .ok_or("no IDLE line")?;
+    let mut parts = line.split_whitespace();
+    let kib: f64 = parts.next().ok_or("no value")?.parse()?;
+    let open: usize = parts.next().ok_or("no count")?.parse()?;
+    Ok((kib, open))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu})")
+}
+
+fn utc_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output();
+    out.ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn orchestrate(o: Options) -> Result<(), BoxError> {
+    let info = RunInfo {
+        date: utc_now(),
+        machine: machine(),
+        setup: format!(
+            "Each server and each client is its own process with a multi-thread tokio runtime of \
+             {} worker thread(s){}; every system runs in the same run, one after the other. \
+             Warm-up {:?} (not measured), then {:?} measured or {} replies, whichever first. \
+             Latency from `hdrhistogram` on the client. Loopback only.",
+            o.threads,
+            if o.pin {
+                ", the server pinned to CPU 0 and the client to CPU 1 (`taskset`)"
+            } else {
+                ", not pinned"
+            },
+            o.warmup,
+            o.duration,
+            o.max_requests
+        ),
+    };
+    let mut cases = Vec::new();
+    for spec in &o.cases {
+        let mut case = Case {
+            name: spec.name.to_string(),
+            title: spec.title.to_string(),
+            rows: Vec::new(),
+        };
+        for system in spec.systems.iter().filter(|s| o.systems.contains(s)) {
+            eprintln!("{}: {} ...", spec.name, system.name());
+            let row = run_one(&o, spec, *system);
+            match (&row.result, &row.failure) {
+                (Some(r), _) => eprintln!(
+                    "  {:.0} QPS, p99 {} µs, {} errors",
+                    r.qps, r.p99_us, r.errors
+                ),
+                (None, f) => eprintln!("  failed: {f:?}"),
+            }
+            case.rows.push(row);
+        }
+        report::write_case(&o.out, &case, &info)?;
+        println!("{}", report::table(&case));
+        cases.push(case);
+    }
+    let idle = idle_connection_memory(&o);
+    let summary = summary(&cases, &idle, &info);
+    std::fs::write(o.out.join("README.md"), &summary)?;
+    println!("{summary}");
+    Ok(())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b?)
+}
+
+fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("# Benchmark results\n\n");
+    let _ = writeln!(
+        s,
+        "Run {} on {}.\n\n{}\n",
+        info.date, info.machine, info.setup
+    );
+    let _ = writeln!(
+        s,
+        "Reproduce: `cargo run -p gannet-benchmarks --release`.\n\n## Cases\n"
+    );
+    for c in cases {
+        let _ = writeln!(s, "- [{}]({}.md)", c.title, c.name);
+    }
+    let _ = writeln!(
+        s,
+        "\n## Targets\n\n| target | measured | met |\n|---|---|---|"
+    );
+    let qps = |case: &str, sys: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == case)
+            .and_then(|c| c.result(sys))
+            .map(|r| r.qps)
+    };
+    let p99 = |case: &str, sys: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == case)
+            .and_then(|c| c.result(sys))
+            .map(|r| r.p99_us as f64)
+    };
+    let mut line = |target: &str,
+                    value: Option<f64>,
+                    fmt: &dyn Fn(f64) -> String,
+                    ok: &dyn Fn(f64) -> bool| {
+        let (m, met) = match value {
+            Some(v) => (fmt(v), if ok(v) { "yes" } else { "no" }),
+            None => ("not measured".to_string(), "—"),
+        };
+        let _ = writeln!(s, "| {target} | {m} | {met} |");
+    };
+    let x = |v: f64| format!("{v:.2}×");
+    line(
+        "Gannet QPS ≥ 3× tonic (1 KiB, c=100)",
+        ratio(qps("echo-1k-c100", "gannet"), qps("echo-1k-c100", "tonic")),
+        &x,
+        &|v| v >= 3.0,
+    );
+    line(
+        "Gannet QPS ≥ 1.2× Volo (1 KiB, c=100)",
+        ratio(qps("echo-1k-c100", "gannet"), qps("echo-1k-c100", "volo")),
+        &x,
+        &|v| v >= 1.2,
+    );
+    line(
+        "Gannet p99 below tonic's (1 KiB, c=100)",
+        ratio(p99("echo-1k-c100", "gannet"), p99("echo-1k-c100", "tonic")),
+        &|v| format!("{v:.2}× tonic's p99"),
+        &|v| v < 1.0,
+    );
+    line(
+        "Gannet p99 below Volo's (1 KiB, c=100)",
+        ratio(p99("echo-1k-c100", "gannet"), p99("echo-1k-c100", "volo")),
+        &|v| format!("{v:.2}× Volo's p99"),
+        &|v| v < 1.0,
+    );
+    line(
+        "Gannet ≥ 70% of the raw-TCP ceiling (1 KiB, c=100)",
+        ratio(
+            qps("echo-1k-c100", "gannet"),
+            qps("echo-1k-c100", "raw-tcp"),
+        ),
+        &|v| format!("{:.0}%", v * 100.0),
+        &|v| v >= 0.7,
+    );
+    line(
+        "Ecosystem switched on costs < 5% QPS",
+        ratio(
+            qps("ecosystem-1k-c100", "gannet-ecosystem"),
+            qps("ecosystem-1k-c100", "gannet"),
+        )
+        .map(|r| 1.0 - r),
+        &|v| format!("{:.1}% less QPS", v * 100.0),
+        &|v| v < 0.05,
+    );
+    match idle {
+        Ok((kib, open)) => line(
+            "< 64 KiB resident memory per idle client connection",
+            Some(*kib),
+            &|v| format!("{v:.1} KiB ({open} connections)"),
+            &|v| v < 64.0,
+        ),
+        Err(e) => {
+            let _ = writeln!(
+                s,
+                "| < 64 KiB per idle client connection | failed: {e} | — |"
+            );
+        }
+    }
+    s
+}
+
+/// A few hundred requests through each system in this process.
+fn smoke() -> Result<(), BoxError> {
+    for system in System::ALL {
+        let r = gannet_benchmarks::smoke(system, 300)?;
+        println!(
+            "{}: {} requests, {} errors, p99 {} µs",
+            system.name(),
+            r.requests,
+            r.errors,
+            r.p99_us
+        );
+    }
+    Ok(())
+}

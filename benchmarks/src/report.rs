@@ -1,0 +1,173 @@
+//! Writes each case's table (`<case>.md`) and plot (`<case>.svg`), and the index of a run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::runner::LoadResult;
+
+/// One system's outcome in one case.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The system's name.
+    pub system: String,
+    /// What the client measured, if the run worked.
+    pub result: Option<LoadResult>,
+    /// Server CPU seconds during the measured phase.
+    pub server_cpu_s: f64,
+    /// Server peak RSS, KiB.
+    pub server_peak_rss_kib: u64,
+    /// Why the system has no result (a build or run failure), if so.
+    pub failure: Option<String>,
+}
+
+/// One case: a payload size and a concurrency, every system.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// File name stem, e.g. `echo-1k-c100`.
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// The systems' rows.
+    pub rows: Vec<Row>,
+}
+
+impl Case {
+    /// The row of `system`, if it has a result.
+    #[must_use]
+    pub fn result(&self, system: &str) -> Option<&LoadResult> {
+        self.rows
+            .iter()
+            .find(|r| r.system == system)?
+            .result
+            .as_ref()
+    }
+}
+
+/// How the run was set up, printed above every table.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// When, UTC.
+    pub date: String,
+    /// The machine.
+    pub machine: String,
+    /// Runtimes, pinning, durations.
+    pub setup: String,
+}
+
+/// The markdown table of `case`.
+#[must_use]
+pub fn table(case: &Case) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| system | QPS | p50 µs | p90 µs | p99 µs | p999 µs | errors | client CPU s | server CPU s | client peak RSS MiB | server peak RSS MiB |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &case.rows {
+        match (&r.result, &r.failure) {
+            (Some(x), _) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                    r.system,
+                    x.qps,
+                    x.p50_us,
+                    x.p90_us,
+                    x.p99_us,
+                    x.p999_us,
+                    x.errors,
+                    x.client_cpu_s,
+                    r.server_cpu_s,
+                    x.client_peak_rss_kib as f64 / 1024.0,
+                    r.server_peak_rss_kib as f64 / 1024.0
+                );
+            }
+            (None, failure) => {
+                let why = failure.as_deref().unwrap_or("no result").replace('|', "/");
+                let _ = writeln!(s, "| {} | failed: {why} | | | | | | | | | |", r.system);
+            }
+        }
+    }
+    s
+}
+
+/// Writes `<dir>/<case>.md` and `<dir>/<case>.svg`.
+///
+/// # Errors
+/// If a file cannot be written.
+pub fn write_case(dir: &Path, case: &Case, info: &RunInfo) -> Result<(), crate::BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", case.title);
+    let _ = writeln!(
+        md,
+        "Run {} on {}.\n\n{}\n",
+        info.date, info.machine, info.setup
+    );
+    md.push_str(&table(case));
+    let _ = writeln!(md, "\n![QPS and p99 per system]({}.svg)", case.name);
+    std::fs::write(dir.join(format!("{}.md", case.name)), md)?;
+    plot(&dir.join(format!("{}.svg", case.name)), case)?;
+    Ok(())
+}
+
+fn plot(path: &Path, case: &Case) -> Result<(), crate::BoxError> {
+    let rows: Vec<(&str, &LoadResult)> = case
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.system.as_str(), r.result.as_ref()?)))
+        .collect();
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(500);
+    let n = rows.len().max(1) as u32;
+    fn qps(r: &LoadResult) -> f64 {
+        r.qps
+    }
+    fn p99(r: &LoadResult) -> f64 {
+        r.p99_us as f64
+    }
+    type Metric = fn(&LoadResult) -> f64;
+    let panels: [(_, &str, Metric); 2] = [
+        (&left, "QPS (higher is better)", qps),
+        (&right, "p99 latency, µs (lower is better)", p99),
+    ];
+    for (area, title, value) in panels {
+        let max = rows.iter().map(|(_, r)| value(r)).fold(1.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{} — {title}", case.title), ("sans-serif", 14))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0.0..max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(rows.len())
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => rows
+                    .get(*i as usize)
+                    .map_or(String::new(), |r| r.0.to_string()),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        chart.draw_series(rows.iter().enumerate().map(|(i, (_, r))| {
+            let i = i as u32;
+            let color = Palette99::pick(i as usize).filled();
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), value(r)),
+                ],
+                color,
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        }))?;
+    }
+    root.present()?;
+    Ok(())
+}

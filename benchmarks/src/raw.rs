@@ -102,6 +102,8 @@ impl Client {
                 std::mem::swap(&mut *s.out.lock().expect("lock"), &mut spare);
                 if spare.is_empty() {
                     s.notify.notified().await;
+                    // Let every ready caller queue its frame first: one write for all.
+                    tokio::task::yield_now().await;
                     continue;
                 }
                 if wr.write_all(&spare).await.is_err() {

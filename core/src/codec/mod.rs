@@ -37,6 +37,8 @@ impl<T: prost::Message + Default> Codec<T> for ProstCodec {
     }
 
     fn encode(&self, msg: &T, dst: &mut BytesMut) -> Result<()> {
+        // Reserve once: growing while encoding would reallocate and copy several times.
+        dst.reserve(msg.encoded_len());
         msg.encode(dst)
             .map_err(|e| Error::with_source(ErrorKind::Codec, "protobuf encode failed", e))
     }

@@ -49,10 +49,14 @@ pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: Sock
             Ok(_) => loop {
                 match ttheader::decode(&mut buf, inner.max_frame_size) {
                     Ok(Some(frame)) => {
-                        let inner = inner.clone();
-                        let queue = queue.clone();
-                        requests.spawn(handle(inner, queue, frame, peer));
-                        while requests.try_join_next().is_some() {}
+                        // Run the request here first: a handler that finishes without waiting
+                        // costs no task. One that waits moves to a task of its own.
+                        let mut fut = Box::pin(handle(inner.clone(), queue.clone(), frame, peer));
+                        let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+                        if fut.as_mut().poll(&mut noop).is_pending() {
+                            requests.spawn(fut);
+                            while requests.try_join_next().is_some() {}
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -251,17 +251,21 @@ impl ServerBuilder {
             .map_err(|e| Error::transport("reading the bound address failed", e))?;
         let advertised = self.advertise.unwrap_or_else(|| routable(local_addr));
         let policies = self.policies.unwrap_or_default();
-        let router = PayloadService::new(Router {
+        let router = Arc::new(Router {
             service: self.service.clone(),
             handlers: self.handlers,
         });
-        let chain = self
-            .layers
-            .into_iter()
-            .rev()
-            .fold(router, |s, l| l.layer(s));
+        // Without middleware the router is called directly (no boxed future per call).
+        let chain = (!self.layers.is_empty()).then(|| {
+            let bottom = PayloadService::new(SharedRouter(router.clone()));
+            self.layers
+                .into_iter()
+                .rev()
+                .fold(bottom, |s, l| l.layer(s))
+        });
         let inner = Arc::new(ServerInner {
             service: self.service.clone(),
+            router,
             chain,
             tracers: Tracers(self.tracers.into()),
             policies,
@@ -353,7 +357,8 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 
 pub(crate) struct ServerInner {
     service: FastStr,
-    chain: PayloadService,
+    router: Arc<Router>,
+    chain: Option<PayloadService>,
     tracers: Tracers,
     policies: Arc<ServerPolicies>,
     max_frame_size: usize,
@@ -482,6 +487,18 @@ struct Router {
     handlers: HashMap<String, Arc<Handler>>,
 }
 
+/// The router at the bottom of a middleware chain.
+struct SharedRouter(Arc<Router>);
+
+impl Service<Bytes> for SharedRouter {
+    type Response = Bytes;
+    type Error = Error;
+
+    async fn call(&self, cx: &mut Context, payload: Bytes) -> Result<Bytes> {
+        self.0.call(cx, payload).await
+    }
+}
+
 impl Service<Bytes> for Router {
     type Response = Bytes;
     type Error = Error;
@@ -520,7 +537,10 @@ impl ServerInner {
             cx.rpc_info.stats.request_size = payload.len();
             self.tracers.start(cx);
         }
-        let res = self.chain.call(cx, payload).await;
+        let res = match &self.chain {
+            Some(chain) => chain.call(cx, payload).await,
+            None => self.router.call(cx, payload).await,
+        };
         if traced {
             let stats = &mut cx.rpc_info.stats;
             stats.end = Some(std::time::Instant::now());

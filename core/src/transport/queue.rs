@@ -76,6 +76,10 @@ impl WriteQueue {
                     return Ok(());
                 }
                 self.notify.notified().await;
+                // Let the tasks that are ready right now (other callers, other handlers) queue
+                // their frames too, so one write carries them all: a woken task runs next on
+                // tokio's LIFO slot, which would otherwise mean one write per frame.
+                tokio::task::yield_now().await;
                 continue;
             }
             let res = io.write_all(&spare).await;

@@ -18,13 +18,13 @@ use crate::transport::queue::WriteQueue;
 pub(super) async fn serve(inner: Arc<ServerInner>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
-    let queue = Arc::new(WriteQueue::new());
+    let queue = Arc::new(WriteQueue::new(wr));
     // Dropping this future (a hard stop after the drain timeout) aborts the writer and every
     // request task, which closes the socket: callers see the connection close, not a hang.
     let mut writer = AbortOnDrop(Some({
         let queue = queue.clone();
         tokio::spawn(async move {
-            if let Err(e) = queue.run_writer(wr).await {
+            if let Err(e) = queue.run_writer().await {
                 tracing::debug!(%peer, error = %e, "writing to client failed");
             }
         })

@@ -131,7 +131,7 @@ impl Connection {
         let (mut rd, wr) = stream.into_split();
         let shared = Arc::new(Shared {
             addr,
-            queue: WriteQueue::new(),
+            queue: WriteQueue::new(wr),
             pending: Pending::new(),
             next_seq: AtomicU32::new(1),
             closed: AtomicBool::new(false),
@@ -142,7 +142,7 @@ impl Connection {
         tokio::spawn(async move {
             tokio::select! {
                 _ = t.cancelled() => {}
-                res = s.queue.run_writer(wr) => {
+                res = s.queue.run_writer() => {
                     if let Err(e) = res {
                         tracing::debug!(addr = %s.addr, error = %e, "connection write failed");
                     }

@@ -81,6 +81,14 @@ impl Invoker {
     }
 
     async fn discovered(&self) -> Result<&Discovered> {
+        match self.inner.discovered.get() {
+            Some(d) => Ok(d),
+            // Boxed: runs once per client, and would otherwise grow every call's future.
+            None => Box::pin(self.discover()).await,
+        }
+    }
+
+    async fn discover(&self) -> Result<&Discovered> {
         let inner = &*self.inner;
         inner
             .discovered
@@ -207,17 +215,6 @@ impl Invoker {
             None => exchange.await,
         };
         inner.cfg.lb.on_finish(addr);
-        let res = res.and_then(|frame| match frame.message_type() {
-            Some(MessageType::Reply) => Ok(frame.payload),
-            Some(MessageType::Exception) => {
-                let code = frame
-                    .int_header_str(keys::STATUS_CODE)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(crate::error::code::INTERNAL);
-                Err(Error::remote(code, String::from_utf8_lossy(&frame.payload)))
-            }
-            _ => Err(Error::protocol("reply frame has no valid message type")),
-        });
         ticket.finish(
             res.as_ref()
                 .map_or_else(|e| !e.is_system_failure(), |_| true),
@@ -464,9 +461,11 @@ impl Service<Bytes> for Invoker {
             }
         };
         if let Some(r) = retry {
+            // Boxed: their state machines are large, and would otherwise grow every call's
+            // future (which is moved around on the way in) even when no retry is configured.
             match (r.kind, &r.failure_policy, &r.backup_policy) {
-                (0, Some(fp), _) => return self.failure_retry(cx, payload, fp).await,
-                (1, _, Some(bp)) => return self.backup_request(cx, payload, bp).await,
+                (0, Some(fp), _) => return Box::pin(self.failure_retry(cx, payload, fp)).await,
+                (1, _, Some(bp)) => return Box::pin(self.backup_request(cx, payload, bp)).await,
                 _ => {}
             }
         }

@@ -56,6 +56,9 @@ impl<T: Policy> PolicyTable<T> {
     /// (the built-in default applies).
     #[must_use]
     pub fn lookup(&self, method: &str) -> Option<&T> {
+        if self.methods.is_empty() {
+            return None;
+        }
         self.methods
             .get(method)
             .filter(|p| p.is_enabled())

@@ -253,7 +253,7 @@ impl ServerBuilder {
         let policies = self.policies.unwrap_or_default();
         let router = Arc::new(Router {
             service: self.service.clone(),
-            handlers: self.handlers,
+            handlers: self.handlers.into_iter().collect(),
         });
         // Without middleware the router is called directly (no boxed future per call).
         let chain = (!self.layers.is_empty()).then(|| {
@@ -484,7 +484,7 @@ impl RunningServer {
 
 struct Router {
     service: FastStr,
-    handlers: HashMap<String, Arc<Handler>>,
+    handlers: HashMap<String, Arc<Handler>, crate::transport::FastHash>,
 }
 
 /// The router at the bottom of a middleware chain.

@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::queue::WriteQueue;
-use crate::codec::ttheader::{self, Frame};
+use bytes::Bytes;
+
+use crate::codec::ttheader::{self, Frame, MessageType, keys};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Hashes a sequence id to itself; ids are unique and sequential.
@@ -36,7 +38,7 @@ impl Hasher for SeqHasher {
     }
 }
 
-type Waiters = HashMap<u32, oneshot::Sender<Result<Frame>>, BuildHasherDefault<SeqHasher>>;
+type Waiters = HashMap<u32, oneshot::Sender<Result<Bytes>>, BuildHasherDefault<SeqHasher>>;
 
 const SHARDS: usize = 16;
 
@@ -58,11 +60,11 @@ impl Pending {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, seq: u32, tx: oneshot::Sender<Result<Frame>>) {
+    fn insert(&self, seq: u32, tx: oneshot::Sender<Result<Bytes>>) {
         self.shard(seq).insert(seq, tx);
     }
 
-    fn remove(&self, seq: u32) -> Option<oneshot::Sender<Result<Frame>>> {
+    fn remove(&self, seq: u32) -> Option<oneshot::Sender<Result<Bytes>>> {
         self.shard(seq).remove(&seq)
     }
 
@@ -171,14 +173,15 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire) || self.shared.queue.is_closed()
     }
 
-    /// Sends one frame written by `encode` (given the sequence id) and waits for its reply.
+    /// Sends one frame written by `encode` (given the sequence id) and waits for its reply:
+    /// the reply payload, or the remote error it carries.
     ///
     /// Dropping the returned future (for example on timeout) forgets the call; a late reply is
     /// discarded.
     pub(crate) async fn call(
         &self,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<()>,
-    ) -> Result<Frame> {
+    ) -> Result<Bytes> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -242,7 +245,7 @@ async fn read_loop(
                 match ttheader::decode(&mut buf, max_frame_size) {
                     Ok(Some(frame)) => match s.pending.remove(frame.seq_id) {
                         Some(tx) => {
-                            let _ = tx.send(Ok(frame));
+                            let _ = tx.send(reply_of(frame));
                         }
                         None => tracing::trace!(seq = frame.seq_id, "reply to a forgotten call"),
                     },
@@ -257,5 +260,21 @@ async fn read_loop(
                 return Error::transport(format!("reading from {} failed", s.addr), e);
             }
         }
+    }
+}
+
+/// The payload of a reply frame, or the error an exception frame carries. Done on the reader
+/// so that only the payload (not the whole frame) travels to the caller.
+fn reply_of(frame: Frame) -> Result<Bytes> {
+    match frame.message_type() {
+        Some(MessageType::Reply) => Ok(frame.payload),
+        Some(MessageType::Exception) => {
+            let code = frame
+                .int_header_str(keys::STATUS_CODE)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(crate::error::code::INTERNAL);
+            Err(Error::remote(code, String::from_utf8_lossy(&frame.payload)))
+        }
+        _ => Err(Error::protocol("reply frame has no valid message type")),
     }
 }

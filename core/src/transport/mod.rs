@@ -18,10 +18,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+/// The hasher of internal maps on the call path (seeded per process).
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 /// A map read without locks (one atomic load) and written by copy-on-write; for read-mostly
 /// keyed state on the call path (connection pools, breakers).
 pub(crate) struct CowMap<K, V> {
-    map: ArcSwap<HashMap<K, Arc<V>>>,
+    map: ArcSwap<HashMap<K, Arc<V>, FastHash>>,
 }
 
 impl<K: Eq + Hash + Clone, V> Default for CowMap<K, V> {
@@ -33,7 +36,7 @@ impl<K: Eq + Hash + Clone, V> Default for CowMap<K, V> {
 impl<K: Eq + Hash + Clone, V> CowMap<K, V> {
     pub(crate) fn new() -> Self {
         Self {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(HashMap::default()),
         }
     }
 

@@ -55,6 +55,17 @@ impl Pool {
                 return Ok(c.clone());
             }
         }
+        // Boxed: connecting is rare, and its future would otherwise grow every call's.
+        Box::pin(self.connect(&slots, i, addr, connect_timeout)).await
+    }
+
+    async fn connect(
+        &self,
+        slots: &Slots,
+        i: usize,
+        addr: SocketAddr,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Arc<Connection>> {
         let _one_at_a_time = slots.connecting[i].lock().await;
         if let Some(c) = &*slots.conns[i].load() {
             if !c.is_closed() {

@@ -22,6 +22,8 @@ usage: gannet-benchmarks [options]
   --duration SECS     measured seconds per system and case (default 5)
   --warmup SECS       unmeasured warm-up seconds (default 1)
   --max-requests N    stop measuring after N replies (default 5000000)
+  --rounds N          measure every system N times, interleaved, and report each system's
+                      median-QPS round (default 3)
   --threads N         tokio worker threads of each server and each client (default 1)
   --no-pin            do not pin the server to CPU 0 and the client to CPU 1
   --out DIR           where to write results (default benchmarks/results)
@@ -74,6 +76,7 @@ struct Options {
     duration: Duration,
     warmup: Duration,
     max_requests: u64,
+    rounds: usize,
     threads: usize,
     pin: bool,
     out: PathBuf,
@@ -113,6 +116,7 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
         duration: Duration::from_secs(5),
         warmup: Duration::from_secs(1),
         max_requests: 5_000_000,
+        rounds: 3,
         threads: 1,
         pin: true,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"),
@@ -146,6 +150,7 @@ fn parse(args: &[String]) -> Result<Options, BoxError> {
             "--duration" => o.duration = Duration::from_secs_f64(val()?.parse()?),
             "--warmup" => o.warmup = Duration::from_secs_f64(val()?.parse()?),
             "--max-requests" => o.max_requests = val()?.parse()?,
+            "--rounds" => o.rounds = val()?.parse::<usize>()?.max(1),
             "--threads" => o.threads = val()?.parse()?,
             "--out" => o.out = PathBuf::from(val()?),
             "--no-pin" => o.pin = false,
@@ -329,6 +334,19 @@ fn run_one(o: &Options, spec: &CaseSpec, system: System) -> Row {
     row
 }
 
+/// The round with the median QPS (a failed round counts as the lowest); its QPS range over
+/// all rounds is noted.
+fn median_row(mut rounds: Vec<Row>) -> Row {
+    let qps = |r: &Row| r.result.as_ref().map_or(-1.0, |x| x.qps);
+    rounds.sort_by(|a, b| qps(a).total_cmp(&qps(b)));
+    let (lo, hi) = (qps(&rounds[0]), qps(&rounds[rounds.len() - 1]));
+    let mut row = rounds.swap_remove(rounds.len() / 2);
+    if let Some(r) = &mut row.result {
+        r.qps_range = Some((lo.max(0.0), hi));
+    }
+    row
+}
+
 fn idle_connection_memory(o: &Options) -> Result<(f64, usize), BoxError> {
     let (_server, addr) = start_server_process(o, System::Gannet)?;
     let out = command(o, "1")
@@ -374,15 +392,18 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
         machine: machine(),
         setup: format!(
             "Each server and each client is its own process with a multi-thread tokio runtime of \
-             {} worker thread(s){}; every system runs in the same run, one after the other. \
-             Warm-up {:?} (not measured), then {:?} measured or {} replies, whichever first. \
-             Latency from `hdrhistogram` on the client. Loopback only.",
+             {} worker thread(s){}; every system runs in the same run, one after the other, in {} \
+             interleaved rounds; each row is the system's median-QPS round (the QPS column \
+             shows the range over all rounds). Warm-up {:?} (not measured), then {:?} measured \
+             or {} replies, whichever first. Latency from `hdrhistogram` on the client. \
+             Loopback only.",
             o.threads,
             if o.pin {
                 ", the server pinned to CPU 0 and the client to CPU 1 (`taskset`)"
             } else {
                 ", not pinned"
             },
+            o.rounds,
             o.warmup,
             o.duration,
             o.max_requests
@@ -395,18 +416,36 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
             title: spec.title.to_string(),
             rows: Vec::new(),
         };
-        for system in spec.systems.iter().filter(|s| o.systems.contains(s)) {
-            eprintln!("{}: {} ...", spec.name, system.name());
-            let row = run_one(&o, spec, *system);
-            match (&row.result, &row.failure) {
-                (Some(r), _) => eprintln!(
-                    "  {:.0} QPS, p99 {} µs, {} errors",
-                    r.qps, r.p99_us, r.errors
-                ),
-                (None, f) => eprintln!("  failed: {f:?}"),
+        let systems: Vec<System> = spec
+            .systems
+            .iter()
+            .copied()
+            .filter(|s| o.systems.contains(s))
+            .collect();
+        // Rounds interleave the systems, so a slow spell of the machine hits all of them.
+        let mut runs: Vec<Vec<Row>> = vec![Vec::new(); systems.len()];
+        for round in 1..=o.rounds {
+            for (i, system) in systems.iter().enumerate() {
+                eprintln!(
+                    "{} round {round}/{}: {} ...",
+                    spec.name,
+                    o.rounds,
+                    system.name()
+                );
+                let row = run_one(&o, spec, *system);
+                match (&row.result, &row.failure) {
+                    (Some(r), _) => {
+                        eprintln!(
+                            "  {:.0} QPS, p99 {} µs, {} errors",
+                            r.qps, r.p99_us, r.errors
+                        )
+                    }
+                    (None, f) => eprintln!("  failed: {f:?}"),
+                }
+                runs[i].push(row);
             }
-            case.rows.push(row);
         }
+        case.rows = runs.into_iter().map(median_row).collect();
         report::write_case(&o.out, &case, &info)?;
         println!("{}", report::table(&case));
         cases.push(case);

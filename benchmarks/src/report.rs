@@ -70,9 +70,12 @@ pub fn table(case: &Case) -> String {
             (Some(x), _) => {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                    "| {} | {:.0}{} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} |",
                     r.system,
                     x.qps,
+                    x.qps_range
+                        .map(|(lo, hi)| format!(" ({lo:.0}–{hi:.0})"))
+                        .unwrap_or_default(),
                     x.p50_us,
                     x.p90_us,
                     x.p99_us,

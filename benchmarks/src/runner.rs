@@ -52,6 +52,9 @@ pub struct LoadResult {
     pub client_cpu_s: f64,
     /// Client peak RSS, KiB (filled by the caller).
     pub client_peak_rss_kib: u64,
+    /// Lowest and highest QPS over the rounds this result is the median of.
+    #[serde(default)]
+    pub qps_range: Option<(f64, f64)>,
 }
 
 const WARMUP: u8 = 0;
@@ -137,5 +140,6 @@ pub async fn run(caller: Caller, cfg: LoadConfig, on_measure: impl FnOnce()) -> 
         p999_us: hist.value_at_quantile(0.999),
         client_cpu_s: 0.0,
         client_peak_rss_kib: 0,
+        qps_range: None,
     }
 }

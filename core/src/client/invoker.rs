@@ -328,17 +328,18 @@ impl Invoker {
         let cxr: &Context = cx;
         let sent = std::sync::atomic::AtomicU32::new(0);
         let mut inflight = FuturesUnordered::new();
-        let launch =
-            |tried: &mut Vec<SocketAddr>, inflight: &mut FuturesUnordered<_>| -> Result<()> {
-                let addr = self.pick(cxr, d, tried)?;
-                if !bp.retry_same_node {
-                    tried.push(addr);
-                }
-                let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                let payload = &payload;
-                inflight.push(async move { self.send(cxr, payload, addr, attempt).await });
-                Ok(())
-            };
+        let launch = |tried: &mut smallvec::SmallVec<[SocketAddr; 2]>,
+                      inflight: &mut FuturesUnordered<_>|
+         -> Result<()> {
+            let addr = self.pick(cxr, d, tried)?;
+            if !bp.retry_same_node {
+                tried.push(addr);
+            }
+            let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let payload = &payload;
+            inflight.push(async move { self.send(cxr, payload, addr, attempt).await });
+            Ok(())
+        };
         launch(&mut tried, &mut inflight)?;
         let res = loop {
             let more = sent.load(std::sync::atomic::Ordering::Relaxed) <= stop.max_retry_times
@@ -452,21 +453,22 @@ impl Service<Bytes> for Invoker {
                 ),
             ));
         }
+        // Hold the table (one reference count) rather than cloning the policy per call.
         let retry = {
             let table = policies.retry.load();
-            if table.entries().is_empty() {
-                None
-            } else {
-                table.lookup(cx.method()).cloned()
-            }
+            (!table.entries().is_empty()).then(|| arc_swap::Guard::into_inner(table))
         };
-        if let Some(r) = retry {
-            // Boxed: their state machines are large, and would otherwise grow every call's
-            // future (which is moved around on the way in) even when no retry is configured.
-            match (r.kind, &r.failure_policy, &r.backup_policy) {
-                (0, Some(fp), _) => return Box::pin(self.failure_retry(cx, payload, fp)).await,
-                (1, _, Some(bp)) => return Box::pin(self.backup_request(cx, payload, bp)).await,
-                _ => {}
+        if let Some(table) = retry {
+            if let Some(r) = table.lookup(cx.method()) {
+                // Boxed: their state machines are large, and would otherwise grow every call's
+                // future (which is moved around on the way in) even when no retry is configured.
+                match (r.kind, &r.failure_policy, &r.backup_policy) {
+                    (0, Some(fp), _) => return Box::pin(self.failure_retry(cx, payload, fp)).await,
+                    (1, _, Some(bp)) => {
+                        return Box::pin(self.backup_request(cx, payload, bp)).await;
+                    }
+                    _ => {}
+                }
             }
         }
         let d = self.discovered().await?;

@@ -25,8 +25,15 @@
 //!
 //! ## Features
 //! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
+//! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
 //! - `full`: everything.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
 pub use gannet_core::*;
+
+/// The etcd registry and resolver ([`gannet-registry-etcd`](gannet_registry_etcd)).
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+#[doc(inline)]
+pub use gannet_registry_etcd as etcd;

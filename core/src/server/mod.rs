@@ -170,6 +170,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Registers in a shared `registry`.
+    pub fn registry_arc(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = registry;
+        self
+    }
+
     /// The registered weight (default 10).
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;

@@ -1,0 +1,150 @@
+//! Against a real etcd started by the harness: the conformance kit, and a client that follows
+//! servers coming and going.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gannet_conformance::harness::Etcd;
+use gannet_conformance::registry::{Backend, Subject, check_all};
+use gannet_core::{Client, Server};
+use gannet_registry_etcd::EtcdOptions;
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+struct EtcdBackend {
+    etcd: Arc<Etcd>,
+    prefix: String,
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    async fn stop(&self) -> Result<bool, String> {
+        self.etcd
+            .stop()
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
+    }
+    async fn start(&self) -> Result<bool, String> {
+        self.etcd
+            .restart()
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
+    }
+    async fn expire_sessions(&self) -> Result<bool, String> {
+        self.etcd
+            .revoke_all_leases()
+            .await
+            .map(|_| true)
+            .map_err(|e| e.to_string())
+    }
+    async fn write_malformed(&self, service: &str) -> Result<bool, String> {
+        let key = format!("{}/{service}/127.0.0.1:1", self.prefix);
+        self.etcd
+            .put_raw(&key, b"{this is not json")
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_adapter_passes_the_conformance_kit() {
+    init_tracing();
+    let etcd = Arc::new(Etcd::start().await.expect("etcd for tests"));
+    let prefix = "conformance/registry";
+    let opts = EtcdOptions::new()
+        .endpoint(etcd.endpoint())
+        .prefix(prefix)
+        .ttl(Duration::from_secs(3))
+        .request_timeout(Duration::from_secs(2));
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        gannet_conformance::harness::free_port().unwrap()
+    );
+    let unreachable = EtcdOptions::new()
+        .endpoint(dead)
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1));
+    let mut subject = Subject::new(
+        Arc::new(opts.registry()),
+        Arc::new(opts.resolver()),
+        Arc::new(EtcdBackend {
+            etcd: etcd.clone(),
+            prefix: prefix.into(),
+        }),
+    );
+    subject.unreachable = Some((
+        Arc::new(unreachable.registry()),
+        Arc::new(unreachable.resolver()),
+    ));
+    let report = check_all(&subject).await;
+    println!("{report:#?}");
+    report.assert_passed();
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|(_, o)| *o == gannet_conformance::registry::Outcome::Passed),
+        "a real etcd can do everything the kit asks: {report:?}"
+    );
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Who {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_move_to_the_remaining_server_when_one_stops() {
+    init_tracing();
+    let etcd = Etcd::start().await.expect("etcd for tests");
+    let opts = EtcdOptions::new()
+        .endpoint(etcd.endpoint())
+        .ttl(Duration::from_secs(5));
+    let start = |name: &'static str| {
+        Server::builder("who")
+            .bind("127.0.0.1:0".parse().unwrap())
+            .registry(opts.registry())
+            .exit_grace(Duration::from_secs(2))
+            .handler(
+                "Who",
+                move |_: Who| async move { Ok(Who { name: name.into() }) },
+            )
+            .start()
+    };
+    let a = start("a").await.unwrap();
+    let b = start("b").await.unwrap();
+    let client = Client::builder("who")
+        .resolver(opts.resolver())
+        .build()
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let r: Who = client.call("Who", &Who::default()).await.unwrap();
+        seen.insert(r.name);
+        if seen.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen.len(), 2, "both servers were discovered through etcd");
+
+    a.shutdown().await.unwrap();
+    // Deregistration reaches the client through the watch during its grace period (2 s; it takes milliseconds).
+    for _ in 0..50 {
+        let r: Who = client.call("Who", &Who::default()).await.unwrap();
+        assert_eq!(r.name, "b");
+    }
+    b.shutdown().await.unwrap();
+}

@@ -231,7 +231,7 @@ impl Invoker {
     fn may_retry(
         &self,
         stop: &StopPolicy,
-        window: &Window,
+        window: Option<&Window>,
         started: Instant,
         err: &Error,
         chain_stopped: bool,
@@ -244,7 +244,7 @@ impl Invoker {
         {
             return false;
         }
-        if stop.cb_policy.error_rate > 0.0 {
+        if let Some(window) = window {
             let (total, fails) = window.counts();
             if total >= RETRY_CB_MIN_SAMPLE
                 && fails as f64 > stop.cb_policy.error_rate * total as f64
@@ -256,22 +256,25 @@ impl Invoker {
         true
     }
 
+    /// Failure retry: attempts until one succeeds or the stop policy says stop.
     async fn failure_retry(
         &self,
         cx: &mut Context,
+        d: &Discovered,
         payload: Bytes,
         fp: &FailurePolicy,
     ) -> Result<Bytes> {
         let stop = &fp.stop_policy;
         let chain_stopped = stop.chain_stopped();
-        let window = self.retry_window(cx.method());
+        // The retry circuit breaker's window, kept only when the policy uses it.
+        let window = (stop.cb_policy.error_rate > 0.0).then(|| self.retry_window(cx.method()));
         let started = Instant::now();
-        let d = self.discovered().await?;
         let mut attempt = 1;
         loop {
             cx.rpc_info.stats.attempts = attempt;
             let res = match self.pick(cx, d, &cx.tried) {
                 Ok(addr) => {
+                    cx.rpc_info.callee.address = Some(addr);
                     let r = self.send(cx, &payload, addr, attempt).await;
                     if !fp.retry_same_node {
                         cx.tried.push(addr);
@@ -280,16 +283,18 @@ impl Invoker {
                 }
                 Err(e) => Err(e),
             };
-            window.record(
-                res.as_ref()
-                    .map_or_else(|e| !e.is_system_failure(), |_| true),
-            );
+            if let Some(w) = &window {
+                w.record(
+                    res.as_ref()
+                        .map_or_else(|e| !e.is_system_failure(), |_| true),
+                );
+            }
             let err = match res {
                 Ok(p) => return Ok(p),
                 Err(e) => e,
             };
             if attempt > stop.max_retry_times
-                || !self.may_retry(stop, &window, started, &err, chain_stopped)
+                || !self.may_retry(stop, window.as_deref(), started, &err, chain_stopped)
             {
                 return Err(err);
             }
@@ -458,20 +463,20 @@ impl Service<Bytes> for Invoker {
             let table = policies.retry.load();
             (!table.entries().is_empty()).then(|| arc_swap::Guard::into_inner(table))
         };
-        if let Some(table) = retry {
-            if let Some(r) = table.lookup(cx.method()) {
-                // Boxed: their state machines are large, and would otherwise grow every call's
-                // future (which is moved around on the way in) even when no retry is configured.
-                match (r.kind, &r.failure_policy, &r.backup_policy) {
-                    (0, Some(fp), _) => return Box::pin(self.failure_retry(cx, payload, fp)).await,
-                    (1, _, Some(bp)) => {
-                        return Box::pin(self.backup_request(cx, payload, bp)).await;
-                    }
-                    _ => {}
-                }
+        let policy = retry.as_deref().and_then(|t| t.lookup(cx.method()));
+        let mut failure = None;
+        if let Some(r) = policy {
+            match (r.kind, &r.failure_policy, &r.backup_policy) {
+                (0, Some(fp), _) => failure = Some(fp),
+                // Boxed: its state machine is large and backup requests are rare.
+                (1, _, Some(bp)) => return Box::pin(self.backup_request(cx, payload, bp)).await,
+                _ => {}
             }
         }
         let d = self.discovered().await?;
+        if let Some(fp) = failure {
+            return self.failure_retry(cx, d, payload, fp).await;
+        }
         cx.rpc_info.stats.attempts = 1;
         let addr = self.pick(cx, d, &cx.tried)?;
         cx.rpc_info.callee.address = Some(addr);

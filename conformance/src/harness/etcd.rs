@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port};
+use super::{HarnessError, Result, find_binary, free_port, http};
 
 /// A real etcd server for a test.
 ///
@@ -304,30 +302,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// A minimal HTTP/1.0 exchange on loopback; returns the body.
-async fn http(host_port: &str, method: &str, path: &str, body: &str) -> Result<String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(host_port).await?;
-        let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {host_port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await?;
-        let text = String::from_utf8_lossy(&resp).to_string();
-        Ok::<_, std::io::Error>(
-            text.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default(),
-        )
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| HarnessError(format!("{method} {path} on {host_port} timed out")))?
-        .map_err(HarnessError::from)
 }
 
 #[cfg(test)]

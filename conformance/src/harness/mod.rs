@@ -5,10 +5,18 @@
 //! Every local server gets its own temporary data directory and free loopback ports, and is
 //! killed by process id when its handle drops.
 
+mod consul;
 mod etcd;
+mod nacos;
+mod otel;
 mod process;
+mod prometheus;
 
+pub use consul::Consul;
 pub use etcd::Etcd;
+pub use nacos::Nacos;
+pub use otel::OtelCollector;
+pub use prometheus::Prometheus;
 
 use std::path::PathBuf;
 
@@ -89,4 +97,98 @@ pub fn free_port() -> Result<u16> {
 pub fn docker_available() -> bool {
     std::env::var_os("DOCKER_HOST").is_some()
         || std::path::Path::new("/var/run/docker.sock").exists()
+}
+
+/// A minimal HTTP/1.0 exchange on loopback (the harness needs no HTTP client); returns the
+/// body, or the status line for a status other than 2xx.
+pub(crate) async fn http(host_port: &str, method: &str, path: &str, body: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(host_port).await?;
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {host_port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&resp).to_string())
+    };
+    let text = tokio::time::timeout(std::time::Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| HarnessError(format!("{method} {path} on {host_port} timed out")))?
+        .map_err(HarnessError::from)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'))
+    {
+        Ok(body.to_string())
+    } else {
+        Err(HarnessError(format!("{method} {path}: {status}")))
+    }
+}
+
+/// Free loopback ports `p`, `p + d` for every `d` in `offsets` (rnacos derives its gRPC and
+/// console ports from its HTTP port).
+///
+/// # Errors
+/// If no such group is found.
+pub fn free_port_group(offsets: &[u16]) -> Result<u16> {
+    for _ in 0..200 {
+        let base = 20_000 + (fastrand_u16() % 20_000);
+        let all_free = std::iter::once(0)
+            .chain(offsets.iter().copied())
+            .all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    Err(HarnessError("no free group of ports".into()))
+}
+
+fn fastrand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u16
+}
+
+/// Polls `ready` every 50 ms until it holds, the process exits, or `limit` passes.
+pub(crate) async fn wait_ready<F, Fut>(
+    what: &str,
+    process: Option<&process::LocalProcess>,
+    limit: std::time::Duration,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if let Some(p) = process {
+            if p.exited() {
+                return Err(HarnessError(format!("{what} exited:\n{}", p.log_tail())));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let tail = process
+                .map(process::LocalProcess::log_tail)
+                .unwrap_or_default();
+            return Err(HarnessError(format!(
+                "{what} not ready after {limit:?}\n{tail}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,134 @@
+//! A real Consul agent (dev mode) for tests.
+
+use std::time::Duration;
+
+use super::process::LocalProcess;
+use super::{HarnessError, Result, find_binary, free_port, http, wait_ready};
+
+/// A real Consul agent in dev mode (a single-node server, state in memory).
+///
+/// [`Consul::start`] uses the endpoint in `GANNET_TEST_CONSUL` if set, else the local `consul`
+/// binary installed by `scripts/install-test-servers consul`, on free loopback ports (HTTP,
+/// Serf LAN/WAN, server RPC; DNS and gRPC off).
+#[derive(Debug)]
+pub struct Consul {
+    endpoint: String,
+    local: Option<(LocalProcess, tempfile::TempDir)>,
+}
+
+impl Consul {
+    /// Starts (or finds) Consul and waits until it has a leader.
+    ///
+    /// # Errors
+    /// If it cannot be started, with what to install.
+    pub async fn start() -> Result<Consul> {
+        if let Ok(endpoint) = std::env::var("GANNET_TEST_CONSUL") {
+            let c = Consul {
+                endpoint,
+                local: None,
+            };
+            c.wait_ready(Duration::from_secs(10)).await?;
+            return Ok(c);
+        }
+        let bin = find_binary("consul")?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("gannet-consul-")
+                .tempdir()?;
+            let http_port = free_port()?;
+            let mut args: Vec<String> = [
+                "agent",
+                "-dev",
+                "-client",
+                "127.0.0.1",
+                "-bind",
+                "127.0.0.1",
+                "-log-level",
+                "warn",
+            ]
+            .map(String::from)
+            .to_vec();
+            for (flag, port) in [
+                ("-http-port", http_port),
+                ("-serf-lan-port", free_port()?),
+                ("-serf-wan-port", free_port()?),
+                ("-server-port", free_port()?),
+            ] {
+                args.push(flag.into());
+                args.push(port.to_string());
+            }
+            args.extend(["-dns-port", "-1", "-grpc-port", "-1"].map(String::from));
+            let process =
+                LocalProcess::new(bin.clone(), args, Vec::new(), dir.path().join("consul.log"));
+            process.spawn()?;
+            let c = Consul {
+                endpoint: format!("http://127.0.0.1:{http_port}"),
+                local: Some((process, dir)),
+            };
+            match c.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => return Ok(c),
+                Err(e) => {
+                    last = e.to_string();
+                    c.stop().await.ok();
+                }
+            }
+        }
+        Err(HarnessError(format!("consul did not start: {last}")))
+    }
+
+    /// The HTTP API, `http://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn host_port(&self) -> &str {
+        self.endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+    }
+
+    async fn wait_ready(&self, limit: Duration) -> Result<()> {
+        let hp = self.host_port().to_string();
+        wait_ready("consul", self.local.as_ref().map(|(p, _)| p), limit, || {
+            let hp = hp.clone();
+            async move {
+                // A non-empty leader address means the dev server elected itself.
+                http(&hp, "GET", "/v1/status/leader", "")
+                    .await
+                    .is_ok_and(|b| b.trim().len() > 2)
+            }
+        })
+        .await
+    }
+
+    /// Stops the agent (dev mode keeps no data).
+    ///
+    /// # Errors
+    /// If the agent is external.
+    pub async fn stop(&self) -> Result<()> {
+        match &self.local {
+            Some((p, _)) => {
+                p.kill().await;
+                Ok(())
+            }
+            None => Err(HarnessError("an external consul cannot be stopped".into())),
+        }
+    }
+
+    /// Starts the agent again on the same ports and waits for a leader.
+    ///
+    /// # Errors
+    /// If the agent is external or does not come back.
+    pub async fn restart(&self) -> Result<()> {
+        let Some((p, _)) = &self.local else {
+            return Err(HarnessError(
+                "an external consul cannot be restarted".into(),
+            ));
+        };
+        p.kill().await;
+        p.spawn()?;
+        self.wait_ready(Duration::from_secs(30)).await
+    }
+}

@@ -103,32 +103,28 @@ impl Consul {
         .await
     }
 
-    /// Stops the agent (dev mode keeps no data).
-    ///
-    /// # Errors
-    /// If the agent is external.
-    pub async fn stop(&self) -> Result<()> {
-        match &self.local {
-            Some((p, _)) => {
-                p.kill().await;
-                Ok(())
-            }
-            None => Err(HarnessError("an external consul cannot be stopped".into())),
-        }
+    fn local(&self) -> Result<&LocalProcess> {
+        self.local
+            .as_ref()
+            .map(|(p, _)| p)
+            .ok_or_else(|| HarnessError("an external consul cannot be stopped or restarted".into()))
     }
 
-    /// Starts the agent again on the same ports and waits for a leader.
+    /// Stops the server.
     ///
     /// # Errors
-    /// If the agent is external or does not come back.
+    /// If the server is external.
+    pub async fn stop(&self) -> Result<()> {
+        self.local()?.kill().await;
+        Ok(())
+    }
+
+    /// Starts the server again on the same ports and waits until it answers.
+    ///
+    /// # Errors
+    /// If the server is external or does not come back.
     pub async fn restart(&self) -> Result<()> {
-        let Some((p, _)) = &self.local else {
-            return Err(HarnessError(
-                "an external consul cannot be restarted".into(),
-            ));
-        };
-        p.kill().await;
-        p.spawn()?;
+        self.local()?.restart().await?;
         self.wait_ready(Duration::from_secs(30)).await
     }
 }

@@ -191,10 +191,7 @@ impl Etcd {
             Kind::External => {
                 return Err(HarnessError("an external etcd cannot be restarted".into()));
             }
-            Kind::Local { process, .. } => {
-                process.kill().await;
-                process.spawn()?;
-            }
+            Kind::Local { process, .. } => process.restart().await?,
             #[cfg(feature = "containers")]
             Kind::Container(c) => c
                 .start()

@@ -86,18 +86,20 @@ impl Nacos {
         .await
     }
 
-    /// Stops the server; its data stays for [`restart`](Nacos::restart).
+    fn local(&self) -> Result<&LocalProcess> {
+        self.local
+            .as_ref()
+            .map(|(p, _)| p)
+            .ok_or_else(|| HarnessError("an external nacos cannot be stopped or restarted".into()))
+    }
+
+    /// Stops the server.
     ///
     /// # Errors
     /// If the server is external.
     pub async fn stop(&self) -> Result<()> {
-        match &self.local {
-            Some((p, _)) => {
-                p.kill().await;
-                Ok(())
-            }
-            None => Err(HarnessError("an external nacos cannot be stopped".into())),
-        }
+        self.local()?.kill().await;
+        Ok(())
     }
 
     /// Starts the server again on the same ports and waits until it answers.
@@ -105,11 +107,7 @@ impl Nacos {
     /// # Errors
     /// If the server is external or does not come back.
     pub async fn restart(&self) -> Result<()> {
-        let Some((p, _)) = &self.local else {
-            return Err(HarnessError("an external nacos cannot be restarted".into()));
-        };
-        p.kill().await;
-        p.spawn()?;
+        self.local()?.restart().await?;
         self.wait_ready(Duration::from_secs(60)).await
     }
 }

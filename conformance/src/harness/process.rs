@@ -67,6 +67,12 @@ impl LocalProcess {
         }
     }
 
+    /// Kills the process and starts it again with the same command line.
+    pub(crate) async fn restart(&self) -> Result<()> {
+        self.kill().await;
+        self.spawn()
+    }
+
     /// The last lines of the log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

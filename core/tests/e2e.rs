@@ -15,12 +15,7 @@ use gannet_core::{Client, Context, ErrorKind, MetaInfo, Tracer};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_call_round_trips() {
     init_tracing();
-    let (b, hits) = echo_server("echo", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("echo")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, hits, client) = serve_and_connect("echo", "s1").await;
     let reply: Echo = client.call("Echo", &echo("hello")).await.unwrap();
     assert_eq!(reply.text, "hello");
     assert_eq!(reply.served_by, "s1");
@@ -31,12 +26,7 @@ async fn unary_call_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_calls_share_one_connection() {
     init_tracing();
-    let (b, hits) = echo_server("echo", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("echo")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, hits, client) = serve_and_connect("echo", "s1").await;
     let mut tasks = Vec::new();
     for i in 0..1000 {
         let client = client.clone();

@@ -20,12 +20,7 @@ fn slow(ms: u64) -> Echo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_fires_and_a_live_policy_swap_applies_to_the_next_call() {
     init_tracing();
-    let (b, _) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, _, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .timeout
@@ -90,12 +85,7 @@ async fn failure_retry_moves_to_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_at_max_times_and_never_retry_application_errors() {
     init_tracing();
-    let (b, hits) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, hits, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .timeout
@@ -145,12 +135,7 @@ async fn retries_stop_at_max_times_and_never_retry_application_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_duration_stops_retrying() {
     init_tracing();
-    let (b, _) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, _, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .timeout
@@ -293,12 +278,7 @@ async fn backup_request_answers_from_the_fast_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_breaker_opens_then_half_opens_and_closes() {
     init_tracing();
-    let (b, hits) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, hits, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .timeout
@@ -446,12 +426,7 @@ async fn server_connection_limit_closes_extra_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degradation_drops_the_configured_share() {
     init_tracing();
-    let (b, hits) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, hits, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .degradation
@@ -498,12 +473,7 @@ async fn futures_count(client: &Client, n: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_circuit_breaker_stops_retries_when_most_calls_fail() {
     init_tracing();
-    let (b, _) = echo_server("gov", "s1");
-    let server = b.start().await.unwrap();
-    let client = Client::builder("gov")
-        .address(server.local_addr())
-        .build()
-        .unwrap();
+    let (server, _, client) = serve_and_connect("gov", "s1").await;
     client
         .policies()
         .timeout

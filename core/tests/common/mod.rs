@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gannet_core::{Error, MetaInfo, Server, ServerBuilder};
+use gannet_core::{Client, Error, MetaInfo, RunningServer, Server, ServerBuilder};
 
 /// The request and reply of the test service's `Echo` method.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,6 +81,17 @@ pub fn echo_server(service: &str, name: &str) -> (ServerBuilder, Hits) {
             }
         });
     (builder, hits)
+}
+
+/// Starts [`echo_server`] and a client of it at its address.
+pub async fn serve_and_connect(service: &str, name: &str) -> (RunningServer, Hits, Client) {
+    let (builder, hits) = echo_server(service, name);
+    let server = builder.start().await.expect("test server starts");
+    let client = Client::builder(service.to_string())
+        .address(server.local_addr())
+        .build()
+        .expect("test client builds");
+    (server, hits, client)
 }
 
 pub fn loopback() -> SocketAddr {

@@ -502,3 +502,41 @@ async fn retry_circuit_breaker_stops_retries_when_most_calls_fail() {
     assert_eq!(attempts, [3, 3, 3, 1, 1]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_fires_while_its_connection_is_busy() {
+    init_tracing();
+    let (server, _, client) = serve_and_connect("gov", "s1").await;
+    client
+        .policies()
+        .timeout
+        .set_json(r#"{"*": {"rpc_timeout_ms": 50}}"#)
+        .unwrap();
+    // Fast calls keep the one connection busy the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ok = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.call::<_, Echo>("Echo", &echo("fast")).await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    };
+    // The server holds this one for 2 s; the client must give up at ~50 ms, not wait.
+    let err = client
+        .call::<_, Echo>("Echo", &slow(2000))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        flood.await.unwrap() > 0,
+        "the fast calls went through meanwhile"
+    );
+    assert_eq!(client.connection_count(), 1);
+    server.shutdown().await.unwrap();
+}

@@ -194,25 +194,25 @@ impl Invoker {
             )
         };
         inner.cfg.lb.on_start(addr);
-        let exchange = async {
-            let conn = inner.pool.get(addr, connect_timeout).await?;
-            conn.call(|buf, seq| {
-                encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
-            })
-            .await
-        };
-        let res = match rpc_timeout {
-            Some(t) => match tokio::time::timeout(t, exchange).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "{}/{method} to {addr} timed out after {t:?}",
-                        inner.cfg.service
+        // The connect timeout bounds connecting; the rpc timeout bounds waiting for the
+        // reply, enforced by the connection (no timer per call).
+        let res = match inner.pool.get(addr, connect_timeout).await {
+            Ok(conn) => conn
+                .call(rpc_timeout, |buf, seq| {
+                    encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
+                })
+                .await
+                .map_err(|e| match (e.kind(), rpc_timeout) {
+                    (ErrorKind::Timeout, Some(t)) => Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "{}/{method} to {addr} timed out after {t:?}",
+                            inner.cfg.service
+                        ),
                     ),
-                )),
-            },
-            None => exchange.await,
+                    _ => e,
+                }),
+            Err(e) => Err(e),
         };
         inner.cfg.lb.on_finish(addr);
         ticket.finish(

@@ -5,13 +5,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::queue::WriteQueue;
@@ -38,7 +38,18 @@ impl Hasher for SeqHasher {
     }
 }
 
-type Waiters = HashMap<u32, oneshot::Sender<Result<Bytes>>, BuildHasherDefault<SeqHasher>>;
+/// A call waiting for its reply, and when it stops waiting (milliseconds on the
+/// connection clock; 0 = no deadline).
+struct Waiter {
+    tx: oneshot::Sender<Result<Bytes>>,
+    deadline_ms: u64,
+}
+
+type Waiters = HashMap<u32, Waiter, BuildHasherDefault<SeqHasher>>;
+
+/// How often a connection with timed calls in flight checks their deadlines: timeouts fire
+/// at most this late. One check per connection replaces a timer per call.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(5);
 
 const SHARDS: usize = 16;
 
@@ -60,12 +71,36 @@ impl Pending {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, seq: u32, tx: oneshot::Sender<Result<Bytes>>) {
-        self.shard(seq).insert(seq, tx);
+    fn insert(&self, seq: u32, waiter: Waiter) {
+        self.shard(seq).insert(seq, waiter);
     }
 
-    fn remove(&self, seq: u32) -> Option<oneshot::Sender<Result<Bytes>>> {
+    fn remove(&self, seq: u32) -> Option<Waiter> {
         self.shard(seq).remove(&seq)
+    }
+
+    /// Fails the calls whose deadline has passed; returns how many.
+    fn expire(&self, now_ms: u64, addr: SocketAddr) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let expired: Vec<Waiter> = {
+                let mut w = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let seqs: Vec<u32> = w
+                    .iter()
+                    .filter(|(_, v)| v.deadline_ms != 0 && v.deadline_ms <= now_ms)
+                    .map(|(k, _)| *k)
+                    .collect();
+                seqs.iter().filter_map(|k| w.remove(k)).collect()
+            };
+            for waiter in expired {
+                n += 1;
+                let _ = waiter.tx.send(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no reply from {addr} before the deadline"),
+                )));
+            }
+        }
+        n
     }
 
     fn fail_all(&self, err: &Error) {
@@ -75,8 +110,8 @@ impl Pending {
                 .unwrap_or_else(|p| p.into_inner())
                 .drain()
                 .collect();
-            for (_, tx) in drained {
-                let _ = tx.send(Err(err.clone()));
+            for (_, waiter) in drained {
+                let _ = waiter.tx.send(Err(err.clone()));
             }
         }
     }
@@ -88,6 +123,10 @@ struct Shared {
     pending: Pending,
     next_seq: AtomicU32,
     closed: AtomicBool,
+    /// Calls in flight that have a deadline; the reader sweeps only while there are some.
+    timed: AtomicUsize,
+    /// Wakes the reader when the first timed call starts.
+    timed_started: Notify,
 }
 
 /// A client connection; dropping the last handle closes the socket.
@@ -137,6 +176,8 @@ impl Connection {
             pending: Pending::new(),
             next_seq: AtomicU32::new(1),
             closed: AtomicBool::new(false),
+            timed: AtomicUsize::new(0),
+            timed_started: Notify::new(),
         });
         let token = CancellationToken::new();
 
@@ -174,19 +215,30 @@ impl Connection {
     }
 
     /// Sends one frame written by `encode` (given the sequence id) and waits for its reply:
-    /// the reply payload, or the remote error it carries.
+    /// the reply payload, or the remote error it carries. With a `timeout`, the call fails
+    /// with a [`Timeout`](ErrorKind::Timeout) error once it has waited that long (checked every
+    /// [`SWEEP_EVERY`] by the connection's reader, not by a timer per call).
     ///
-    /// Dropping the returned future (for example on timeout) forgets the call; a late reply is
-    /// discarded.
+    /// Dropping the returned future forgets the call; a late reply is discarded.
     pub(crate) async fn call(
         &self,
+        timeout: Option<Duration>,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<()>,
     ) -> Result<Bytes> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        s.pending.insert(seq, tx);
-        let _forget = Forget { shared: s, seq };
+        // Deadlines round up to the next millisecond, never down.
+        let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
+        s.pending.insert(seq, Waiter { tx, deadline_ms });
+        let _forget = Forget {
+            shared: s,
+            seq,
+            timed: deadline_ms != 0,
+        };
+        if deadline_ms != 0 && s.timed.fetch_add(1, Ordering::AcqRel) == 0 {
+            s.timed_started.notify_one();
+        }
         if s.closed.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Transport,
@@ -204,15 +256,24 @@ impl Connection {
     }
 }
 
+/// Milliseconds on the process's monotonic clock (TSC through quanta where it can).
+fn now_ms() -> u64 {
+    crate::policy::circuit_breaker::now_ms()
+}
+
 /// Removes a pending call when its caller stops waiting.
 struct Forget<'a> {
     shared: &'a Shared,
     seq: u32,
+    timed: bool,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.shared.pending.remove(self.seq);
+        if self.timed {
+            self.shared.timed.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -223,15 +284,35 @@ async fn read_loop(
     max_frame_size: usize,
 ) -> Error {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let sweep = tokio::time::sleep(SWEEP_EVERY);
+    tokio::pin!(sweep);
+    // Registered once and kept across iterations: re-registering a waiter on every read
+    // would cost a lock per batch.
+    let started = s.timed_started.notified();
+    tokio::pin!(started);
     loop {
         if buf.capacity() - buf.len() < 8 * 1024 {
             buf.reserve(64 * 1024);
         }
+        let timed = s.timed.load(Ordering::Acquire) > 0;
         let n = tokio::select! {
             _ = token.cancelled() => {
                 return Error::new(ErrorKind::Transport, format!("connection to {} closed", s.addr));
             }
             n = rd.read_buf(&mut buf) => n,
+            // Timed calls in flight: check their deadlines every SWEEP_EVERY. One timer for
+            // the connection, re-armed when it fires (select picks ready branches at random,
+            // so a busy socket does not starve it).
+            () = &mut sweep, if timed => {
+                s.pending.expire(now_ms(), s.addr);
+                sweep.as_mut().reset(tokio::time::Instant::now() + SWEEP_EVERY);
+                continue;
+            }
+            // The first timed call after an idle spell: start sweeping.
+            () = &mut started, if !timed => {
+                started.set(s.timed_started.notified());
+                continue;
+            }
         };
         match n {
             Ok(0) => {
@@ -244,8 +325,8 @@ async fn read_loop(
             Ok(_) => loop {
                 match ttheader::decode(&mut buf, max_frame_size) {
                     Ok(Some(frame)) => match s.pending.remove(frame.seq_id) {
-                        Some(tx) => {
-                            let _ = tx.send(reply_of(frame));
+                        Some(waiter) => {
+                            let _ = waiter.tx.send(reply_of(frame));
                         }
                         None => tracing::trace!(seq = frame.seq_id, "reply to a forgotten call"),
                     },

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port, http, wait_ready};
+use super::{HarnessError, Result, find_binary, free_port, host_port, http, wait_ready};
 
 /// A real Consul agent in dev mode (a single-node server, state in memory).
 ///
@@ -84,9 +84,7 @@ impl Consul {
     }
 
     fn host_port(&self) -> &str {
-        self.endpoint
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
+        host_port(&self.endpoint)
     }
 
     async fn wait_ready(&self, limit: Duration) -> Result<()> {

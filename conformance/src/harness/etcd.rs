@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port, http};
+use super::{HarnessError, Result, find_binary, free_port, host_port, http, wait_ready};
 
 /// A real etcd server for a test.
 ///
@@ -145,9 +145,7 @@ impl Etcd {
     }
 
     fn host_port(&self) -> &str {
-        self.endpoint
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
+        host_port(&self.endpoint)
     }
 
     fn log_tail(&self) -> String {
@@ -206,29 +204,20 @@ impl Etcd {
     /// # Errors
     /// If it does not within `limit`.
     pub async fn wait_healthy(&self, limit: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Ok(body) = http(self.host_port(), "GET", "/health", "").await {
-                if body.contains("\"health\":\"true\"") {
-                    return Ok(());
-                }
+        let process = match &self.kind {
+            Kind::Local { process, .. } => Some(process),
+            _ => None,
+        };
+        let hp = self.host_port().to_string();
+        wait_ready("etcd", process, limit, || {
+            let hp = hp.clone();
+            async move {
+                http(&hp, "GET", "/health", "")
+                    .await
+                    .is_ok_and(|body| body.contains("\"health\":\"true\""))
             }
-            if let Kind::Local { process, .. } = &self.kind {
-                if process.exited() {
-                    return Err(HarnessError(format!(
-                        "etcd exited:\n{}",
-                        process.log_tail()
-                    )));
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(HarnessError(format!(
-                    "etcd at {} not healthy after {limit:?}",
-                    self.endpoint
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Writes `value` at `key` directly (through etcd's JSON gateway), for tests that need

@@ -99,6 +99,11 @@ pub fn docker_available() -> bool {
         || std::path::Path::new("/var/run/docker.sock").exists()
 }
 
+/// `host:port` of an `http://host:port/` endpoint.
+pub(crate) fn host_port(endpoint: &str) -> &str {
+    endpoint.trim_start_matches("http://").trim_end_matches('/')
+}
+
 /// A minimal HTTP/1.0 exchange on loopback (the harness needs no HTTP client); returns the
 /// body, or the status line for a status other than 2xx.
 pub(crate) async fn http(host_port: &str, method: &str, path: &str, body: &str) -> Result<String> {

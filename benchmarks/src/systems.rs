@@ -18,9 +18,11 @@ use crate::{BoxError, pb, raw, thrift};
 pub enum System {
     /// Gannet with a fixed address and nothing switched on.
     Gannet,
-    /// Gannet with discovery (a resolver through the discovery cache), a load balancer, a
-    /// tracer, a middleware, and timeout, retry and circuit-breaker policies on both sides.
+    /// Gannet with discovery (a resolver through the discovery cache), a load balancer, and a
+    /// tracer and a middleware on both sides: the "ecosystem switched on".
     GannetEcosystem,
+    /// [`System::GannetEcosystem`] plus timeout, failure-retry and circuit-breaker policies.
+    GannetGoverned,
     /// tonic (gRPC over HTTP/2), one shared `Channel`.
     Tonic,
     /// Volo (`volo-thrift`, TTHeader + framed binary Thrift), its default client.
@@ -31,9 +33,10 @@ pub enum System {
 
 impl System {
     /// Every system.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Gannet,
         System::GannetEcosystem,
+        System::GannetGoverned,
         System::Tonic,
         System::Volo,
         System::RawTcp,
@@ -45,6 +48,7 @@ impl System {
         match self {
             System::Gannet => "gannet",
             System::GannetEcosystem => "gannet-ecosystem",
+            System::GannetGoverned => "gannet-governed",
             System::Tonic => "tonic",
             System::Volo => "volo",
             System::RawTcp => "raw-tcp",
@@ -91,10 +95,13 @@ impl Tracer for CountingTracer {
 
 fn counting_layer(counter: Arc<AtomicU64>) -> gannet_core::service::PayloadLayer {
     layer_fn(move |cx, req, next| {
-        let counter = counter.clone();
+        counter.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
-            counter.fetch_add(1, Ordering::Relaxed);
-            gannet_core::Service::call(next, cx, req).await
+            let res = gannet_core::Service::call(next, cx, req).await;
+            if let Err(e) = &res {
+                eprintln!("echo call failed: {e}");
+            }
+            res
         })
     })
 }
@@ -181,11 +188,11 @@ impl thrift::volo_gen::echo::Echo for VoloEcho {
 /// If the server cannot start.
 pub async fn start_server(system: System) -> Result<(SocketAddr, ServerHandle), BoxError> {
     match system {
-        System::Gannet | System::GannetEcosystem => {
+        System::Gannet | System::GannetEcosystem | System::GannetGoverned => {
             let mut b = Server::builder("echo")
                 .bind(loopback())
                 .handler("Echo", |req: EchoMessage| async move { Ok(req) });
-            if system == System::GannetEcosystem {
+            if system != System::Gannet {
                 b = b
                     .tracer(CountingTracer::default())
                     .layer(counting_layer(Arc::default()));
@@ -268,17 +275,19 @@ impl Caller {
     pub async fn connect(system: System, addr: SocketAddr) -> Result<Caller, BoxError> {
         Ok(match system {
             System::Gannet => Caller::Gannet(Client::builder("echo").address(addr).build()?),
-            System::GannetEcosystem => {
+            System::GannetEcosystem | System::GannetGoverned => {
                 let client = Client::builder("echo")
                     .resolver(OneAddress(addr))
                     .load_balancer(WeightedRoundRobin::new())
                     .tracer(CountingTracer::default())
                     .layer(counting_layer(Arc::default()))
                     .build()?;
-                let p = client.policies();
-                p.timeout.set_json(POLICIES_TIMEOUT)?;
-                p.retry.set_json(POLICIES_RETRY)?;
-                p.circuit_break.set_json(POLICIES_BREAKER)?;
+                if system == System::GannetGoverned {
+                    let p = client.policies();
+                    p.timeout.set_json(POLICIES_TIMEOUT)?;
+                    p.retry.set_json(POLICIES_RETRY)?;
+                    p.circuit_break.set_json(POLICIES_BREAKER)?;
+                }
                 Caller::Gannet(client)
             }
             System::Tonic => {

@@ -31,6 +31,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
+mod clock;
 pub mod codec;
 pub mod context;
 pub mod discovery;

@@ -219,25 +219,29 @@ where
 {
     let f: Arc<MiddlewareFn> = Arc::new(f);
     BoxLayer {
-        f: Arc::new(move |inner| {
-            BoxService::new(FnService {
+        f: Arc::new(move |inner| BoxService {
+            inner: Arc::new(FnService {
                 f: f.clone(),
                 next: inner,
-            })
+            }),
         }),
     }
 }
 
+/// The service a [`layer_fn`] builds. It is erased directly (not through [`Service`]), so a call
+/// allocates only the future the function returns.
 struct FnService {
     f: Arc<MiddlewareFn>,
     next: PayloadService,
 }
 
-impl Service<Bytes> for FnService {
-    type Response = Bytes;
-    type Error = Error;
-    async fn call(&self, cx: &mut Context, req: Bytes) -> Result<Bytes, Error> {
-        (self.f)(cx, req, &self.next).await
+impl DynService<Bytes, Bytes, Error> for FnService {
+    fn call_boxed<'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Bytes,
+    ) -> BoxFuture<'a, Result<Bytes, Error>> {
+        (self.f)(cx, req, &self.next)
     }
 }
 

@@ -215,10 +215,7 @@ impl Invoker {
             Err(e) => Err(e),
         };
         inner.cfg.lb.on_finish(addr);
-        ticket.finish(
-            res.as_ref()
-                .map_or_else(|e| !e.is_system_failure(), |_| true),
-        );
+        ticket.finish(succeeded(&res));
         res
     }
 
@@ -232,16 +229,14 @@ impl Invoker {
         &self,
         stop: &StopPolicy,
         window: Option<&Window>,
-        started: Instant,
+        started: Option<Instant>,
         err: &Error,
         chain_stopped: bool,
     ) -> bool {
         if !err.is_retryable() || chain_stopped {
             return false;
         }
-        if stop.max_duration_ms > 0
-            && started.elapsed() >= Duration::from_millis(stop.max_duration_ms)
-        {
+        if started.is_some_and(|s| s.elapsed() >= Duration::from_millis(stop.max_duration_ms)) {
             return false;
         }
         if let Some(window) = window {
@@ -256,43 +251,42 @@ impl Invoker {
         true
     }
 
-    /// Failure retry: attempts until one succeeds or the stop policy says stop.
+    /// One attempt: pick an instance (skipping those already tried) and send to it.
+    async fn attempt(
+        &self,
+        cx: &mut Context,
+        d: &Discovered,
+        payload: &Bytes,
+        attempt: u32,
+        remember: bool,
+    ) -> Result<Bytes> {
+        cx.rpc_info.stats.attempts = attempt;
+        let addr = self.pick(cx, d, &cx.tried)?;
+        cx.rpc_info.callee.address = Some(addr);
+        let r = self.send(cx, payload, addr, attempt).await;
+        if remember {
+            cx.tried.push(addr);
+        }
+        r
+    }
+
+    /// Failure retry after the first attempt failed with `err`: attempts until one succeeds
+    /// or the stop policy says stop. Boxed by the caller, so the first attempt (the common,
+    /// successful case) does not carry this loop's state.
     async fn failure_retry(
         &self,
         cx: &mut Context,
         d: &Discovered,
         payload: Bytes,
         fp: &FailurePolicy,
+        retry: Retrying,
+        mut err: Error,
     ) -> Result<Bytes> {
         let stop = &fp.stop_policy;
         let chain_stopped = stop.chain_stopped();
-        // The retry circuit breaker's window, kept only when the policy uses it.
-        let window = (stop.cb_policy.error_rate > 0.0).then(|| self.retry_window(cx.method()));
-        let started = Instant::now();
+        let Retrying { window, started } = retry;
         let mut attempt = 1;
         loop {
-            cx.rpc_info.stats.attempts = attempt;
-            let res = match self.pick(cx, d, &cx.tried) {
-                Ok(addr) => {
-                    cx.rpc_info.callee.address = Some(addr);
-                    let r = self.send(cx, &payload, addr, attempt).await;
-                    if !fp.retry_same_node {
-                        cx.tried.push(addr);
-                    }
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            if let Some(w) = &window {
-                w.record(
-                    res.as_ref()
-                        .map_or_else(|e| !e.is_system_failure(), |_| true),
-                );
-            }
-            let err = match res {
-                Ok(p) => return Ok(p),
-                Err(e) => e,
-            };
             if attempt > stop.max_retry_times
                 || !self.may_retry(stop, window.as_deref(), started, &err, chain_stopped)
             {
@@ -302,7 +296,7 @@ impl Invoker {
                 .backoff_policy
                 .as_ref()
                 .map_or(Duration::ZERO, |b| b.delay());
-            if stop.ddl_stop && stop.max_duration_ms > 0 {
+            if let (true, Some(started)) = (stop.ddl_stop, started) {
                 let after =
                     started.elapsed() + delay + cx.rpc_info.config.rpc_timeout.unwrap_or_default();
                 if after > Duration::from_millis(stop.max_duration_ms) {
@@ -314,6 +308,16 @@ impl Invoker {
                 tokio::time::sleep(delay).await;
             }
             attempt += 1;
+            let res = self
+                .attempt(cx, d, &payload, attempt, !fp.retry_same_node)
+                .await;
+            if let Some(w) = &window {
+                w.record(succeeded(&res));
+            }
+            match res {
+                Ok(p) => return Ok(p),
+                Err(e) => err = e,
+            }
         }
     }
 
@@ -461,7 +465,9 @@ impl Service<Bytes> for Invoker {
         // Hold the table (one reference count) rather than cloning the policy per call.
         let retry = {
             let table = policies.retry.load();
-            (!table.entries().is_empty()).then(|| arc_swap::Guard::into_inner(table))
+            table
+                .is_active()
+                .then(|| arc_swap::Guard::into_inner(table))
         };
         let policy = retry.as_deref().and_then(|t| t.lookup(cx.method()));
         let mut failure = None;
@@ -474,14 +480,38 @@ impl Service<Bytes> for Invoker {
             }
         }
         let d = self.discovered().await?;
-        if let Some(fp) = failure {
-            return self.failure_retry(cx, d, payload, fp).await;
+        let Some(fp) = failure else {
+            return self.attempt(cx, d, &payload, 1, false).await;
+        };
+        let stop = &fp.stop_policy;
+        let retry = Retrying {
+            // The retry circuit breaker's window, kept only when the policy uses it.
+            window: (stop.cb_policy.error_rate > 0.0).then(|| self.retry_window(cx.method())),
+            // Read the clock only when the policy bounds the duration.
+            started: (stop.max_duration_ms > 0).then(Instant::now),
+        };
+        let res = self.attempt(cx, d, &payload, 1, !fp.retry_same_node).await;
+        if let Some(w) = &retry.window {
+            w.record(succeeded(&res));
         }
-        cx.rpc_info.stats.attempts = 1;
-        let addr = self.pick(cx, d, &cx.tried)?;
-        cx.rpc_info.callee.address = Some(addr);
-        self.send(cx, &payload, addr, 1).await
+        match res {
+            Ok(p) => Ok(p),
+            Err(err) => Box::pin(self.failure_retry(cx, d, payload, fp, retry, err)).await,
+        }
     }
+}
+
+/// What a failure retry carries from the first attempt to the next.
+struct Retrying {
+    window: Option<Arc<Window>>,
+    started: Option<Instant>,
+}
+
+/// Whether a result counts as a success for breakers and retry windows (a remote application
+/// error is the service answering, not a failure of the system).
+fn succeeded(res: &Result<Bytes>) -> bool {
+    res.as_ref()
+        .map_or_else(|e| !e.is_system_failure(), |_| true)
 }
 
 #[cfg(test)]

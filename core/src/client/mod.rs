@@ -18,7 +18,7 @@ mod invoker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use faststr::FastStr;
@@ -397,7 +397,7 @@ impl<C> Client<C> {
         let traced = !inner.tracers.is_empty();
         cx.rpc_info.stats.request_size = payload.len();
         if traced {
-            cx.rpc_info.stats.start = Some(Instant::now());
+            cx.rpc_info.stats.start = Some(crate::clock::now());
             inner.tracers.start(cx);
         }
         let res = match &inner.chain {
@@ -406,7 +406,7 @@ impl<C> Client<C> {
         };
         if traced {
             let stats = &mut cx.rpc_info.stats;
-            stats.end = Some(Instant::now());
+            stats.end = Some(crate::clock::now());
             match &res {
                 Ok(p) => stats.response_size = p.len(),
                 Err(e) => stats.error = Some(e.clone()),

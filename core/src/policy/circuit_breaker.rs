@@ -2,7 +2,6 @@
 //! sample, and a half-open probe after a cooling period.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -57,17 +56,7 @@ impl Policy for CircuitBreakerConfig {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock. `quanta` reads the TSC where it can,
-/// several times cheaper than `clock_gettime` in a VM; windows only need millisecond steps.
-pub(crate) fn now_ms() -> u64 {
-    static CLOCK: OnceLock<(quanta::Clock, quanta::Instant)> = OnceLock::new();
-    let (clock, origin) = CLOCK.get_or_init(|| {
-        let clock = quanta::Clock::new();
-        let origin = clock.now();
-        (clock, origin)
-    });
-    clock.now().saturating_duration_since(*origin).as_millis() as u64
-}
+pub(crate) use crate::clock::now_ms;
 
 const BUCKETS: usize = 10;
 const BUCKET_MS: u64 = 1000;

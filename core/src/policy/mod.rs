@@ -46,23 +46,56 @@ pub trait Policy: Clone + fmt::Debug + Send + Sync + 'static {
 }
 
 /// A per-method table of one policy.
-#[derive(Debug, Clone, Default)]
+///
+/// Lookups run on every call, so the table is resolved when it is built: the enabled `*` entry
+/// is kept aside and the enabled per-method entries go in a fast-hashed map. A table with only
+/// `*` (the common shape) answers without hashing.
+#[derive(Debug, Clone)]
 pub struct PolicyTable<T> {
     methods: HashMap<String, T>,
+    enabled: HashMap<Box<str>, T, crate::transport::FastHash>,
+    wildcard: Option<T>,
+}
+
+impl<T> Default for PolicyTable<T> {
+    fn default() -> Self {
+        Self {
+            methods: HashMap::new(),
+            enabled: HashMap::default(),
+            wildcard: None,
+        }
+    }
 }
 
 impl<T: Policy> PolicyTable<T> {
+    fn new(methods: HashMap<String, T>) -> Self {
+        let wildcard = methods.get(WILDCARD).filter(|p| p.is_enabled()).cloned();
+        let enabled = methods
+            .iter()
+            .filter(|(m, p)| m.as_str() != WILDCARD && p.is_enabled())
+            .map(|(m, p)| (Box::from(m.as_str()), p.clone()))
+            .collect();
+        Self {
+            methods,
+            enabled,
+            wildcard,
+        }
+    }
+
     /// The policy in force for `method`: its own enabled entry, else an enabled `*`, else none
     /// (the built-in default applies).
     #[must_use]
     pub fn lookup(&self, method: &str) -> Option<&T> {
-        if self.methods.is_empty() {
-            return None;
+        if self.enabled.is_empty() {
+            return self.wildcard.as_ref();
         }
-        self.methods
-            .get(method)
-            .filter(|p| p.is_enabled())
-            .or_else(|| self.methods.get(WILDCARD).filter(|p| p.is_enabled()))
+        self.enabled.get(method).or(self.wildcard.as_ref())
+    }
+
+    /// Whether any entry applies (an enabled `*` or method entry).
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.wildcard.is_some() || !self.enabled.is_empty()
     }
 
     /// The entries.
@@ -92,9 +125,7 @@ pub struct PolicyHolder<T> {
 impl<T: Policy> Default for PolicyHolder<T> {
     fn default() -> Self {
         Self {
-            table: ArcSwap::from_pointee(PolicyTable {
-                methods: HashMap::new(),
-            }),
+            table: ArcSwap::from_pointee(PolicyTable::default()),
         }
     }
 }
@@ -124,7 +155,7 @@ impl<T: Policy> PolicyHolder<T> {
                 Error::new(ErrorKind::Config, format!("method {m:?}: {}", e.message()))
             })?;
         }
-        self.table.store(Arc::new(PolicyTable { methods }));
+        self.table.store(Arc::new(PolicyTable::new(methods)));
         Ok(())
     }
 
@@ -138,16 +169,14 @@ impl<T: Policy> PolicyHolder<T> {
         self.table.rcu(|t| {
             let mut methods = t.methods.clone();
             methods.insert(method.clone(), policy.clone());
-            PolicyTable { methods }
+            PolicyTable::new(methods)
         });
         Ok(())
     }
 
     /// Removes every entry: the built-in default applies again.
     pub fn clear(&self) {
-        self.table.store(Arc::new(PolicyTable {
-            methods: HashMap::new(),
-        }));
+        self.table.store(Arc::new(PolicyTable::default()));
     }
 }
 
@@ -319,6 +348,36 @@ mod tests {
             .set_json(r#"{"*": {"enable": false, "err_rate": 0.3, "min_sample": 10}}"#)
             .unwrap();
         assert!(holder.load().lookup("Echo").is_none());
+    }
+
+    #[test]
+    fn method_entries_without_wildcard_and_set_keep_lookups_current() {
+        let holder = PolicyHolder::<TimeoutConfig>::default();
+        assert!(!holder.load().is_active());
+        holder
+            .set_json(r#"{"Slow": {"rpc_timeout_ms": 5000}}"#)
+            .unwrap();
+        let t = holder.load();
+        assert!(t.is_active());
+        assert_eq!(t.lookup("Slow").unwrap().rpc_timeout_ms, 5000);
+        assert!(
+            t.lookup("Echo").is_none(),
+            "no wildcard: the default applies"
+        );
+        holder
+            .set(
+                WILDCARD,
+                TimeoutConfig {
+                    rpc_timeout_ms: 700,
+                    conn_timeout_ms: 0,
+                },
+            )
+            .unwrap();
+        let t = holder.load();
+        assert_eq!(t.lookup("Echo").unwrap().rpc_timeout_ms, 700);
+        assert_eq!(t.lookup("Slow").unwrap().rpc_timeout_ms, 5000);
+        holder.clear();
+        assert!(holder.load().lookup("Slow").is_none());
     }
 
     #[test]

@@ -539,7 +539,7 @@ impl ServerInner {
         }
         let traced = !self.tracers.is_empty();
         if traced {
-            cx.rpc_info.stats.start = Some(std::time::Instant::now());
+            cx.rpc_info.stats.start = Some(crate::clock::now());
             cx.rpc_info.stats.request_size = payload.len();
             self.tracers.start(cx);
         }
@@ -549,7 +549,7 @@ impl ServerInner {
         };
         if traced {
             let stats = &mut cx.rpc_info.stats;
-            stats.end = Some(std::time::Instant::now());
+            stats.end = Some(crate::clock::now());
             match &res {
                 Ok(p) => stats.response_size = p.len(),
                 Err(e) => stats.error = Some(e.clone()),

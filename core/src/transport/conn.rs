@@ -256,10 +256,7 @@ impl Connection {
     }
 }
 
-/// Milliseconds on the process's monotonic clock (TSC through quanta where it can).
-fn now_ms() -> u64 {
-    crate::policy::circuit_breaker::now_ms()
-}
+use crate::clock::now_ms;
 
 /// Removes a pending call when its caller stops waiting.
 struct Forget<'a> {

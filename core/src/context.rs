@@ -178,6 +178,11 @@ impl MetaInfo {
         self.transient.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// All transient pairs the previous hop sent (server side).
+    pub fn upstream_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.upstream.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Whether no pair at all is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -236,45 +241,53 @@ impl MetaInfo {
 /// ```
 #[derive(Default)]
 pub struct Extensions {
-    map: Option<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    // A call carries a handful of slots at most: a vector scanned by `TypeId` beats hashing.
+    slots: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
 }
 
 impl Extensions {
+    fn position<T: 'static>(&self) -> Option<usize> {
+        let id = TypeId::of::<T>();
+        self.slots.iter().position(|(t, _)| *t == id)
+    }
+
     /// Stores a value, returning the previous value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
-        self.map
-            .get_or_insert_with(Default::default)
-            .insert(TypeId::of::<T>(), Box::new(value))
-            .and_then(|old| old.downcast().ok().map(|b| *b))
+        match self.position::<T>() {
+            Some(i) => {
+                let old = std::mem::replace(&mut self.slots[i].1, Box::new(value));
+                old.downcast().ok().map(|b| *b)
+            }
+            None => {
+                self.slots.push((TypeId::of::<T>(), Box::new(value)));
+                None
+            }
+        }
     }
 
     /// The value of type `T`, if any.
     #[must_use]
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.map.as_ref()?.get(&TypeId::of::<T>())?.downcast_ref()
+        self.slots[self.position::<T>()?].1.downcast_ref()
     }
 
     /// The value of type `T`, mutably.
     pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
-        self.map
-            .as_mut()?
-            .get_mut(&TypeId::of::<T>())?
-            .downcast_mut()
+        let i = self.position::<T>()?;
+        self.slots[i].1.downcast_mut()
     }
 
     /// Removes and returns the value of type `T`.
     pub fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
-        self.map
-            .as_mut()?
-            .remove(&TypeId::of::<T>())
-            .and_then(|old| old.downcast().ok().map(|b| *b))
+        let i = self.position::<T>()?;
+        self.slots.swap_remove(i).1.downcast().ok().map(|b| *b)
     }
 }
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extensions")
-            .field("len", &self.map.as_ref().map_or(0, |m| m.len()))
+            .field("len", &self.slots.len())
             .finish()
     }
 }

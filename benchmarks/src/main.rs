@@ -18,7 +18,7 @@ usage: gannet-benchmarks [options]
   --cases LIST        comma-separated cases (default: all): echo-1k-c100, echo-1k-c1000,
                       echo-16k-c100, ecosystem-1k-c100
   --systems LIST      comma-separated systems (default: all): gannet, gannet-ecosystem,
-                      gannet-governed, tonic, volo, raw-tcp
+                      gannet-governed, gannet-otel, tonic, volo, raw-tcp
   --duration SECS     measured seconds per system and case (default 5)
   --warmup SECS       unmeasured warm-up seconds (default 1)
   --max-requests N    stop measuring after N replies (default 5000000)
@@ -70,6 +70,7 @@ const CASES: &[CaseSpec] = &[
             System::Gannet,
             System::GannetEcosystem,
             System::GannetGoverned,
+            System::GannetOtel,
         ],
     },
 ];
@@ -556,6 +557,10 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
         qps("ecosystem-1k-c100", "gannet-governed"),
         qps("ecosystem-1k-c100", "gannet"),
     );
+    let otel = ratio(
+        qps("ecosystem-1k-c100", "gannet-otel"),
+        qps("ecosystem-1k-c100", "gannet"),
+    );
     match idle {
         Ok((kib, open)) => line(
             "< 64 KiB resident memory per idle client connection",
@@ -575,6 +580,14 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
             s,
             "\nNot a target: the ecosystem plus timeout, failure-retry and circuit-breaker \
              policies (`gannet-governed`) costs {:.1}% QPS against the bare client.",
+            (1.0 - r) * 100.0
+        );
+    }
+    if let Some(r) = otel {
+        let _ = writeln!(
+            s,
+            "\nNot a target: the ecosystem plus the OpenTelemetry tracing and metrics suites \
+             on both sides (`gannet-otel`) costs {:.1}% QPS against the bare client.",
             (1.0 - r) * 100.0
         );
     }

@@ -10,6 +10,7 @@ use gannet_core::discovery::{Instance, Resolver};
 use gannet_core::loadbalance::WeightedRoundRobin;
 use gannet_core::service::layer_fn;
 use gannet_core::{Client, Context, Server, Tracer};
+use gannet_observability::Observability;
 
 use crate::{BoxError, pb, raw, thrift};
 
@@ -23,6 +24,10 @@ pub enum System {
     GannetEcosystem,
     /// [`System::GannetEcosystem`] plus timeout, failure-retry and circuit-breaker policies.
     GannetGoverned,
+    /// [`System::GannetEcosystem`] plus the `gannet-observability` suite on both sides:
+    /// OpenTelemetry spans (SDK provider, batch processor, an exporter that discards) and RPC
+    /// metrics into a Prometheus recorder.
+    GannetOtel,
     /// tonic (gRPC over HTTP/2), one shared `Channel`.
     Tonic,
     /// Volo (`volo-thrift`, TTHeader + framed binary Thrift), its default client.
@@ -33,10 +38,11 @@ pub enum System {
 
 impl System {
     /// Every system.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Gannet,
         System::GannetEcosystem,
         System::GannetGoverned,
+        System::GannetOtel,
         System::Tonic,
         System::Volo,
         System::RawTcp,
@@ -49,6 +55,7 @@ impl System {
             System::Gannet => "gannet",
             System::GannetEcosystem => "gannet-ecosystem",
             System::GannetGoverned => "gannet-governed",
+            System::GannetOtel => "gannet-otel",
             System::Tonic => "tonic",
             System::Volo => "volo",
             System::RawTcp => "raw-tcp",
@@ -188,7 +195,7 @@ impl thrift::volo_gen::echo::Echo for VoloEcho {
 /// If the server cannot start.
 pub async fn start_server(system: System) -> Result<(SocketAddr, ServerHandle), BoxError> {
     match system {
-        System::Gannet | System::GannetEcosystem | System::GannetGoverned => {
+        System::Gannet | System::GannetEcosystem | System::GannetGoverned | System::GannetOtel => {
             let mut b = Server::builder("echo")
                 .bind(loopback())
                 .handler("Echo", |req: EchoMessage| async move { Ok(req) });
@@ -196,6 +203,10 @@ pub async fn start_server(system: System) -> Result<(SocketAddr, ServerHandle), 
                 b = b
                     .tracer(CountingTracer::default())
                     .layer(counting_layer(Arc::default()));
+            }
+            if system == System::GannetOtel {
+                install_observability();
+                b = b.suite(Observability::default());
             }
             let s = b.start().await?;
             Ok((s.local_addr(), ServerHandle::Gannet(Box::new(s))))
@@ -224,6 +235,34 @@ pub async fn start_server(system: System) -> Result<(SocketAddr, ServerHandle), 
         }
         System::RawTcp => Ok((raw::serve(loopback()).await?, ServerHandle::Detached)),
     }
+}
+
+/// Discards exported spans: the benchmark measures recording and batching, not a network.
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Installs, once per process, an OpenTelemetry SDK tracer provider with a batch processor
+/// (exporting to [`Discard`]) and a Prometheus metrics recorder.
+fn install_observability() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(Discard)
+            .build();
+        opentelemetry::global::set_tracer_provider(provider);
+        if let Err(e) = gannet_observability::install_prometheus(loopback()) {
+            eprintln!("metrics recorder not installed: {e}");
+        }
+    });
 }
 
 /// A resolver that answers with one address, through the discovery cache's polling watch:
@@ -275,13 +314,17 @@ impl Caller {
     pub async fn connect(system: System, addr: SocketAddr) -> Result<Caller, BoxError> {
         Ok(match system {
             System::Gannet => Caller::Gannet(Client::builder("echo").address(addr).build()?),
-            System::GannetEcosystem | System::GannetGoverned => {
-                let client = Client::builder("echo")
+            System::GannetEcosystem | System::GannetGoverned | System::GannetOtel => {
+                let mut b = Client::builder("echo")
                     .resolver(OneAddress(addr))
                     .load_balancer(WeightedRoundRobin::new())
                     .tracer(CountingTracer::default())
-                    .layer(counting_layer(Arc::default()))
-                    .build()?;
+                    .layer(counting_layer(Arc::default()));
+                if system == System::GannetOtel {
+                    install_observability();
+                    b = b.suite(Observability::default());
+                }
+                let client = b.build()?;
                 if system == System::GannetGoverned {
                     let p = client.policies();
                     p.timeout.set_json(POLICIES_TIMEOUT)?;

@@ -26,6 +26,8 @@
 //! ## Features
 //! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
+//! - `opentelemetry`: [`observability`], OpenTelemetry spans and RPC metrics with OTLP export
+//!   and a Prometheus exporter (`opentelemetry-http` adds OTLP over HTTP).
 //! - `full`: everything.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -37,3 +39,9 @@ pub use gannet_core::*;
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 #[doc(inline)]
 pub use gannet_registry_etcd as etcd;
+
+/// OpenTelemetry tracing and RPC metrics ([`gannet-observability`](gannet_observability)).
+#[cfg(feature = "opentelemetry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opentelemetry")))]
+#[doc(inline)]
+pub use gannet_observability as observability;

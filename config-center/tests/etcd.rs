@@ -1,0 +1,84 @@
+//! The etcd source against a real etcd started by the harness: values changed while a client
+//! and a server run, and watching resumes after etcd restarts.
+
+mod common;
+
+use common::{Store, TIMEOUT};
+use gannet_config_center::etcd::EtcdSource;
+use gannet_conformance::harness::Etcd;
+use gannet_core::ErrorKind;
+
+struct EtcdStore {
+    endpoint: String,
+    source: EtcdSource,
+}
+
+impl EtcdStore {
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint.as_str()], None)
+            .await
+            .expect("etcd answers")
+    }
+}
+
+impl Store for EtcdStore {
+    async fn put(&self, key: &str, value: &str) {
+        self.client()
+            .await
+            .put(self.source.etcd_key(key), value, None)
+            .await
+            .expect("put");
+    }
+
+    async fn delete(&self, key: &str) {
+        self.client()
+            .await
+            .delete(self.source.etcd_key(key), None)
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_config_changes_policies_live_and_survives_a_restart() {
+    let etcd = Etcd::start().await.expect("etcd starts");
+    let source = EtcdSource::new([etcd.endpoint()]);
+    let store = EtcdStore {
+        endpoint: etcd.endpoint().to_string(),
+        source: source.clone(),
+    };
+    assert_eq!(
+        source.etcd_key(TIMEOUT),
+        "/KitexConfig/cli/svc/rpc_timeout",
+        "kitex-contrib's key layout"
+    );
+    let f = common::timeouts(source.clone(), &store).await;
+    common::retry_and_breaker(&f, &store).await;
+    common::limit(&f, &store).await;
+
+    // etcd goes away: policies stay, calls go on; when it returns, watching resumes.
+    store
+        .put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 3000}}"#)
+        .await;
+    common::eventually("3 s timeout", || async { f.timeout_ms() == Some(3000) }).await;
+    etcd.stop().await.expect("etcd stops");
+    common::eventually("the watch notices the outage", || async {
+        f.client_config.source_errors() > 0
+    })
+    .await;
+    assert_eq!(
+        f.timeout_ms(),
+        Some(3000),
+        "policies stay while etcd is down"
+    );
+    f.call(100).await.expect("calls go on while etcd is down");
+    etcd.restart().await.expect("etcd restarts");
+    store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
+    common::eventually("a value written after the restart applies", || async {
+        f.call(300)
+            .await
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
+    })
+    .await;
+    f.server.shutdown().await.unwrap();
+}

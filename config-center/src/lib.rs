@@ -6,8 +6,8 @@
 //! config-etcd and config-file give Kitex users, with the same keys and JSON.
 //!
 //! - A [`ConfigSource`] gets a key and watches it. Sources: files in a directory
-//!   ([`file::FileSource`], feature `file`, default) and etcd ([`etcd::EtcdSource`], feature
-//!   `etcd`).
+//!   ([`file::FileSource`], feature `file`, default), etcd ([`etcd::EtcdSource`], feature
+//!   `etcd`) and Consul KV ([`consul::ConsulSource`], feature `consul`).
 //! - [`ClientConfig`] and [`ServerConfig`] are suites: built once (they read the current
 //!   config), applied to a builder in one line, then they keep the policies current.
 //!
@@ -32,6 +32,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "consul")]
+pub mod consul;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "file")]

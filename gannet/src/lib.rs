@@ -28,8 +28,8 @@
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
 //! - `opentelemetry`: [`observability`], OpenTelemetry spans and RPC metrics with OTLP export
 //!   and a Prometheus exporter (`opentelemetry-http` adds OTLP over HTTP).
-//! - `config-etcd`, `config-file`: [`config`], governance policies kept current from etcd or
-//!   from files.
+//! - `config-etcd`, `config-consul`, `config-file`: [`config`], governance policies kept
+//!   current from etcd, Consul or files.
 //! - `full`: everything.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -49,10 +49,18 @@ pub use gannet_registry_etcd as etcd;
 pub use gannet_observability as observability;
 
 /// Live governance config ([`gannet-config-center`](gannet_config_center)).
-#[cfg(any(feature = "config-etcd", feature = "config-file"))]
+#[cfg(any(
+    feature = "config-etcd",
+    feature = "config-consul",
+    feature = "config-file"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "config-etcd", feature = "config-file")))
+    doc(cfg(any(
+        feature = "config-etcd",
+        feature = "config-consul",
+        feature = "config-file"
+    )))
 )]
 #[doc(inline)]
 pub use gannet_config_center as config;

@@ -7,7 +7,8 @@
 //!
 //! - A [`ConfigSource`] gets a key and watches it. Sources: files in a directory
 //!   ([`file::FileSource`], feature `file`, default), etcd ([`etcd::EtcdSource`], feature
-//!   `etcd`) and Consul KV ([`consul::ConsulSource`], feature `consul`).
+//!   `etcd`), Consul KV ([`consul::ConsulSource`], feature `consul`) and Nacos
+//!   ([`nacos::NacosSource`], feature `nacos`).
 //! - [`ClientConfig`] and [`ServerConfig`] are suites: built once (they read the current
 //!   config), applied to a builder in one line, then they keep the policies current.
 //!
@@ -38,6 +39,8 @@ pub mod consul;
 pub mod etcd;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "nacos")]
+pub mod nacos;
 mod suite;
 
 use futures::stream::BoxStream;

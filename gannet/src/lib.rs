@@ -28,8 +28,8 @@
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
 //! - `opentelemetry`: [`observability`], OpenTelemetry spans and RPC metrics with OTLP export
 //!   and a Prometheus exporter (`opentelemetry-http` adds OTLP over HTTP).
-//! - `config-etcd`, `config-consul`, `config-file`: [`config`], governance policies kept
-//!   current from etcd, Consul or files.
+//! - `config-etcd`, `config-consul`, `config-nacos`, `config-file`: [`config`], governance
+//!   policies kept current from etcd, Consul, Nacos or files.
 //! - `full`: everything.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -52,6 +52,7 @@ pub use gannet_observability as observability;
 #[cfg(any(
     feature = "config-etcd",
     feature = "config-consul",
+    feature = "config-nacos",
     feature = "config-file"
 ))]
 #[cfg_attr(
@@ -59,6 +60,7 @@ pub use gannet_observability as observability;
     doc(cfg(any(
         feature = "config-etcd",
         feature = "config-consul",
+        feature = "config-nacos",
         feature = "config-file"
     )))
 )]

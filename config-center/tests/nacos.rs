@@ -1,0 +1,95 @@
+//! The Nacos source against a real Nacos (rnacos) started by the harness: values changed while
+//! a client and a server run, deletes noticed although nacos-sdk does not report them, and
+//! watching resumed after Nacos restarts.
+
+mod common;
+
+use common::{Store, TIMEOUT};
+use gannet_config_center::nacos::{DEFAULT_GROUP, NacosSource, data_id};
+use gannet_conformance::harness::Nacos;
+use gannet_core::ErrorKind;
+
+/// Writes through Nacos's open API, as an operator's tooling would.
+struct NacosStore {
+    addr: String,
+    http: reqwest::Client,
+}
+
+impl Store for NacosStore {
+    async fn put(&self, key: &str, value: &str) {
+        let resp = self
+            .http
+            .post(format!("http://{}/nacos/v1/cs/configs", self.addr))
+            .form(&[
+                ("dataId", data_id(key).as_str()),
+                ("group", DEFAULT_GROUP),
+                ("content", value),
+            ])
+            .send()
+            .await
+            .expect("publish");
+        assert!(
+            resp.status().is_success(),
+            "publish {key}: {}",
+            resp.status()
+        );
+    }
+
+    async fn delete(&self, key: &str) {
+        let resp = self
+            .http
+            .delete(format!("http://{}/nacos/v1/cs/configs", self.addr))
+            .query(&[("dataId", data_id(key).as_str()), ("group", DEFAULT_GROUP)])
+            .send()
+            .await
+            .expect("delete");
+        assert!(
+            resp.status().is_success(),
+            "delete {key}: {}",
+            resp.status()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacos_config_changes_policies_live_and_survives_a_restart() {
+    let nacos = Nacos::start().await.expect("nacos starts");
+    let source = NacosSource::new(nacos.addr());
+    let store = NacosStore {
+        addr: nacos.addr().to_string(),
+        http: reqwest::Client::new(),
+    };
+    assert_eq!(
+        data_id(TIMEOUT),
+        "cli.svc.rpc_timeout",
+        "kitex-contrib's data id layout"
+    );
+    let f = common::timeouts(source.clone(), &store).await;
+    common::retry_and_breaker(&f, &store).await;
+    common::limit(&f, &store).await;
+
+    store
+        .put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 3000}}"#)
+        .await;
+    common::eventually("3 s timeout", || async { f.timeout_ms() == Some(3000) }).await;
+    nacos.stop().await.expect("nacos stops");
+    common::eventually("the watch notices the outage", || async {
+        f.client_config.source_errors() > 0
+    })
+    .await;
+    assert_eq!(
+        f.timeout_ms(),
+        Some(3000),
+        "policies stay while Nacos is down"
+    );
+    f.call(100).await.expect("calls go on while Nacos is down");
+    nacos.restart().await.expect("nacos restarts");
+    store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
+    common::eventually("a value written after the restart applies", || async {
+        f.call(300)
+            .await
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
+    })
+    .await;
+    f.server.shutdown().await.unwrap();
+}

@@ -269,14 +269,6 @@ impl ConfigSource for NacosSource {
             let mut failing = false;
             let mut poll = tokio::time::interval(POLL);
             loop {
-                if !listening {
-                    if let Ok(svc) = source.service().await {
-                        listening = svc
-                            .add_listener(data_id.clone(), group.clone(), listener.clone())
-                            .await
-                            .is_ok();
-                    }
-                }
                 tokio::select! {
                     () = tx.closed() => break,
                     Some(content) = pushes.recv() => {
@@ -303,6 +295,15 @@ impl ConfigSource for NacosSource {
                             }
                             if tx.send(state).await.is_err() {
                                 break;
+                            }
+                        }
+                        // After the first read, so a slow SDK start does not delay it.
+                        if !listening {
+                            if let Ok(svc) = source.service().await {
+                                listening = svc
+                                    .add_listener(data_id.clone(), group.clone(), listener.clone())
+                                    .await
+                                    .is_ok();
                             }
                         }
                     }

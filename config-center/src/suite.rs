@@ -12,7 +12,7 @@ use crate::{ConfigEvent, ConfigSource};
 
 /// How long building a suite waits for each key's current value before starting with the
 /// defaults (the watch keeps trying, and applies the value when the source answers).
-const INITIAL_READ: Duration = Duration::from_secs(3);
+const INITIAL_READ: Duration = Duration::from_secs(5);
 
 /// How often a watch task checks whether its client or server is gone.
 const LIVENESS_CHECK: Duration = Duration::from_secs(5);

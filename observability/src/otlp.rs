@@ -33,7 +33,15 @@ impl OtlpProtocol {
         let v = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .unwrap_or_default();
-        match v.trim() {
+        Self::parse(&v)
+    }
+
+    /// The protocol named by an `OTEL_EXPORTER_OTLP_PROTOCOL` value (gRPC when empty).
+    ///
+    /// # Errors
+    /// If `value` names a protocol this build does not support.
+    pub fn parse(value: &str) -> Result<Self, ObservabilityError> {
+        match value.trim() {
             "" | "grpc" => Ok(Self::Grpc),
             "http/protobuf" => Ok(Self::HttpProtobuf),
             other => Err(ObservabilityError::Config(format!(
@@ -182,5 +190,22 @@ impl OtelGuard {
             Ok(Err(e)) => tracing::warn!(error = %e, "span exporter shutdown failed"),
             Err(e) => tracing::warn!(error = %e, "span exporter shutdown panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OtlpProtocol;
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!(OtlpProtocol::parse("").unwrap(), OtlpProtocol::Grpc);
+        assert_eq!(OtlpProtocol::parse("grpc").unwrap(), OtlpProtocol::Grpc);
+        assert_eq!(
+            OtlpProtocol::parse(" http/protobuf ").unwrap(),
+            OtlpProtocol::HttpProtobuf
+        );
+        let e = OtlpProtocol::parse("http/json").unwrap_err();
+        assert!(e.to_string().contains("http/json"), "{e}");
     }
 }

@@ -34,6 +34,7 @@ pub trait Store {
 pub const TIMEOUT: &str = "cli/svc/rpc_timeout";
 pub const RETRY: &str = "cli/svc/retry";
 pub const BREAKER: &str = "cli/svc/circuit_break";
+pub const DEGRADATION: &str = "cli/svc/degradation";
 pub const LIMIT: &str = "svc/limit";
 
 /// Polls `check` until it returns true, for up to 15 s.
@@ -196,8 +197,23 @@ pub async fn retry_and_breaker(f: &Fixture, store: &impl Store) {
     store.delete(TIMEOUT).await;
 }
 
-/// The server's QPS limit changed live.
+/// The server's QPS limit changed live (and, first, the client's degradation).
 pub async fn limit(f: &Fixture, store: &impl Store) {
+    store
+        .put(DEGRADATION, r#"{"enable": true, "percentage": 100}"#)
+        .await;
+    eventually("degradation drops every call", || async {
+        f.call(0)
+            .await
+            .is_err_and(|e| e.kind() == ErrorKind::Degraded)
+    })
+    .await;
+    store.delete(DEGRADATION).await;
+    eventually("deleting degradation lets calls through", || async {
+        f.call(0).await.is_ok()
+    })
+    .await;
+
     store.put(LIMIT, r#"{"qps_limit": 1}"#).await;
     eventually("the server rejects a burst over 1 QPS", || async {
         let mut limited = false;

@@ -2,18 +2,22 @@
 
 use std::time::Duration;
 
-use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port, host_port, http, wait_ready};
+use super::runner::{Launch, Runner, start_either};
+use super::{HarnessError, Result, free_port, host_port, http, wait_ready};
+
+/// The image the container path runs.
+const IMAGE: (&str, &str) = ("hashicorp/consul", "1.20");
 
 /// A real Consul agent in dev mode (a single-node server, state in memory).
 ///
-/// [`Consul::start`] uses the endpoint in `GANNET_TEST_CONSUL` if set, else the local `consul`
-/// binary installed by `scripts/install-test-servers consul`, on free loopback ports (HTTP,
-/// Serf LAN/WAN, server RPC; DNS and gRPC off).
+/// [`Consul::start`] uses the endpoint in `GANNET_TEST_CONSUL` if set, else a `hashicorp/consul`
+/// container on the host network (feature `containers`, when a Docker engine answers), else the
+/// local `consul` binary installed by `scripts/install-test-servers consul`; on free loopback
+/// ports (HTTP, Serf LAN/WAN, server RPC; DNS and gRPC off).
 #[derive(Debug)]
 pub struct Consul {
     endpoint: String,
-    local: Option<(LocalProcess, tempfile::TempDir)>,
+    local: Option<(Runner, tempfile::TempDir)>,
 }
 
 impl Consul {
@@ -30,7 +34,10 @@ impl Consul {
             c.wait_ready(Duration::from_secs(10)).await?;
             return Ok(c);
         }
-        let bin = find_binary("consul")?;
+        start_either("consul", "consul", IMAGE, Self::start_with).await
+    }
+
+    async fn start_with(launch: Launch) -> Result<Consul> {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
@@ -59,17 +66,22 @@ impl Consul {
                 args.push(port.to_string());
             }
             args.extend(["-dns-port", "-1", "-grpc-port", "-1"].map(String::from));
-            let process =
-                LocalProcess::new(bin.clone(), args, Vec::new(), dir.path().join("consul.log"));
-            process.spawn()?;
+            let runner = launch
+                .start(args, Vec::new(), Vec::new(), dir.path().join("consul.log"))
+                .await?;
             let c = Consul {
                 endpoint: format!("http://127.0.0.1:{http_port}"),
-                local: Some((process, dir)),
+                local: Some((runner, dir)),
             };
             match c.wait_ready(Duration::from_secs(30)).await {
                 Ok(()) => return Ok(c),
                 Err(e) => {
-                    last = e.to_string();
+                    let tail = c
+                        .local
+                        .as_ref()
+                        .map(|(r, _)| r.log_tail())
+                        .unwrap_or_default();
+                    last = format!("{e}\n{tail}");
                     c.stop().await.ok();
                 }
             }
@@ -89,19 +101,24 @@ impl Consul {
 
     async fn wait_ready(&self, limit: Duration) -> Result<()> {
         let hp = self.host_port().to_string();
-        wait_ready("consul", self.local.as_ref().map(|(p, _)| p), limit, || {
-            let hp = hp.clone();
-            async move {
-                // A non-empty leader address means the dev server elected itself.
-                http(&hp, "GET", "/v1/status/leader", "")
-                    .await
-                    .is_ok_and(|b| b.trim().len() > 2)
-            }
-        })
+        wait_ready(
+            "consul",
+            self.local.as_ref().and_then(|(r, _)| r.process()),
+            limit,
+            || {
+                let hp = hp.clone();
+                async move {
+                    // A non-empty leader address means the dev server elected itself.
+                    http(&hp, "GET", "/v1/status/leader", "")
+                        .await
+                        .is_ok_and(|b| b.trim().len() > 2)
+                }
+            },
+        )
         .await
     }
 
-    fn local(&self) -> Result<&LocalProcess> {
+    fn local(&self) -> Result<&Runner> {
         self.local
             .as_ref()
             .map(|(p, _)| p)
@@ -113,8 +130,7 @@ impl Consul {
     /// # Errors
     /// If the server is external.
     pub async fn stop(&self) -> Result<()> {
-        self.local()?.kill().await;
-        Ok(())
+        self.local()?.stop().await
     }
 
     /// Starts the server again on the same ports and waits until it answers.

@@ -11,6 +11,7 @@ mod nacos;
 mod otel;
 mod process;
 mod prometheus;
+mod runner;
 
 pub use consul::Consul;
 pub use etcd::Etcd;

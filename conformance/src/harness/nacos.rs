@@ -2,20 +2,24 @@
 
 use std::time::Duration;
 
-use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port_group, http, wait_ready};
+use super::runner::{Launch, Runner, start_either};
+use super::{HarnessError, Result, free_port_group, http, wait_ready};
+
+/// The image the container path runs (rnacos's own).
+const IMAGE: (&str, &str) = ("qingpan/rnacos", "stable");
 
 /// A real Nacos server: `rnacos`, a Nacos 2.x server in Rust that speaks the HTTP open API and
 /// the gRPC protocol `nacos-sdk` uses.
 ///
 /// [`Nacos::start`] uses the endpoint in `GANNET_TEST_NACOS` (`host:port` of the HTTP API) if
-/// set, else the `rnacos` binary built by `scripts/install-test-servers nacos`, with its own
-/// data directory; its gRPC port is the HTTP port + 1000 and its console + 2000, all on
-/// loopback.
+/// set, else a `qingpan/rnacos` container on the host network (feature `containers`, when a
+/// Docker engine answers), else the `rnacos` binary built by
+/// `scripts/install-test-servers nacos`; with its own data directory; its gRPC port is the
+/// HTTP port + 1000 and its console + 2000, all on loopback.
 #[derive(Debug)]
 pub struct Nacos {
     addr: String,
-    local: Option<(LocalProcess, tempfile::TempDir)>,
+    local: Option<(Runner, tempfile::TempDir)>,
 }
 
 impl Nacos {
@@ -29,7 +33,10 @@ impl Nacos {
             n.wait_ready(Duration::from_secs(10)).await?;
             return Ok(n);
         }
-        let bin = find_binary("rnacos")?;
+        start_either("nacos", "rnacos", IMAGE, Self::start_with).await
+    }
+
+    async fn start_with(launch: Launch) -> Result<Nacos> {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = tempfile::Builder::new().prefix("gannet-nacos-").tempdir()?;
@@ -38,23 +45,33 @@ impl Nacos {
                 ("RNACOS_HTTP_PORT".to_string(), port.to_string()),
                 (
                     "RNACOS_CONFIG_DB_DIR".to_string(),
-                    dir.path().join("db").display().to_string(),
+                    if launch.is_container() {
+                        "/gannet/db".to_string()
+                    } else {
+                        dir.path().join("db").display().to_string()
+                    },
                 ),
                 ("RNACOS_SDK_HOST".to_string(), "127.0.0.1".to_string()),
                 ("RNACOS_CONSOLE_HOST".to_string(), "127.0.0.1".to_string()),
                 ("RNACOS_HTTP_WORKERS".to_string(), "2".to_string()),
             ];
-            let process =
-                LocalProcess::new(bin.clone(), Vec::new(), envs, dir.path().join("rnacos.log"));
-            process.spawn()?;
+            let mounts = vec![(dir.path().to_path_buf(), "/gannet".to_string())];
+            let runner = launch
+                .start(Vec::new(), envs, mounts, dir.path().join("rnacos.log"))
+                .await?;
             let n = Nacos {
                 addr: format!("127.0.0.1:{port}"),
-                local: Some((process, dir)),
+                local: Some((runner, dir)),
             };
             match n.wait_ready(Duration::from_secs(60)).await {
                 Ok(()) => return Ok(n),
                 Err(e) => {
-                    last = e.to_string();
+                    let tail = n
+                        .local
+                        .as_ref()
+                        .map(|(r, _)| r.log_tail())
+                        .unwrap_or_default();
+                    last = format!("{e}\n{tail}");
                     n.stop().await.ok();
                 }
             }
@@ -70,23 +87,28 @@ impl Nacos {
 
     async fn wait_ready(&self, limit: Duration) -> Result<()> {
         let addr = self.addr.clone();
-        wait_ready("nacos", self.local.as_ref().map(|(p, _)| p), limit, || {
-            let addr = addr.clone();
-            async move {
-                http(
-                    &addr,
-                    "GET",
-                    "/nacos/v1/ns/instance/list?serviceName=gannet-ready",
-                    "",
-                )
-                .await
-                .is_ok()
-            }
-        })
+        wait_ready(
+            "nacos",
+            self.local.as_ref().and_then(|(r, _)| r.process()),
+            limit,
+            || {
+                let addr = addr.clone();
+                async move {
+                    http(
+                        &addr,
+                        "GET",
+                        "/nacos/v1/ns/instance/list?serviceName=gannet-ready",
+                        "",
+                    )
+                    .await
+                    .is_ok()
+                }
+            },
+        )
         .await
     }
 
-    fn local(&self) -> Result<&LocalProcess> {
+    fn local(&self) -> Result<&Runner> {
         self.local
             .as_ref()
             .map(|(p, _)| p)
@@ -98,8 +120,7 @@ impl Nacos {
     /// # Errors
     /// If the server is external.
     pub async fn stop(&self) -> Result<()> {
-        self.local()?.kill().await;
-        Ok(())
+        self.local()?.stop().await
     }
 
     /// Starts the server again on the same ports and waits until it answers.

@@ -2,21 +2,25 @@
 
 use std::time::Duration;
 
-use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port, wait_ready};
+use super::runner::{Launch, Runner, start_either};
+use super::{HarnessError, Result, free_port, wait_ready};
+
+/// The image the container path runs (rotel's own).
+const IMAGE: (&str, &str) = ("streamfold/rotel", "latest");
 
 /// A real OTLP collector, `rotel`, that prints every span it receives (name, trace id,
 /// parent id, kind, attributes) to its log, which [`OtelCollector::output`] returns.
 ///
-/// Started from the `rotel-agent` binary installed by
-/// `scripts/install-test-servers otel-collector`, with OTLP/gRPC and OTLP/HTTP on free
-/// loopback ports. (An external collector cannot be read back, so there is no
-/// environment-variable override.)
+/// Started as a `streamfold/rotel` container on the host network (feature `containers`, when a
+/// Docker engine answers; its output is copied to the same log), else from the `rotel-agent`
+/// binary installed by `scripts/install-test-servers otel-collector`; with OTLP/gRPC and
+/// OTLP/HTTP on free loopback ports. (An external collector cannot be read back, so there is
+/// no environment-variable override.)
 #[derive(Debug)]
 pub struct OtelCollector {
     grpc: String,
     http: String,
-    process: LocalProcess,
+    runner: Runner,
     dir: tempfile::TempDir,
 }
 
@@ -26,7 +30,10 @@ impl OtelCollector {
     /// # Errors
     /// If it cannot be started, with what to install.
     pub async fn start() -> Result<OtelCollector> {
-        let bin = find_binary("rotel-agent")?;
+        start_either("rotel", "rotel-agent", IMAGE, Self::start_with).await
+    }
+
+    async fn start_with(launch: Launch) -> Result<OtelCollector> {
         let dir = tempfile::Builder::new().prefix("gannet-rotel-").tempdir()?;
         let (g, h) = (free_port()?, free_port()?);
         let args = vec![
@@ -42,21 +49,22 @@ impl OtelCollector {
             "--otlp-http-endpoint".into(),
             format!("127.0.0.1:{h}"),
         ];
-        let process = LocalProcess::new(
-            bin,
-            args,
-            vec![("NO_COLOR".into(), "1".into())],
-            dir.path().join("rotel.log"),
-        );
-        process.spawn()?;
+        let runner = launch
+            .start(
+                args,
+                vec![("NO_COLOR".into(), "1".into())],
+                Vec::new(),
+                dir.path().join("rotel.log"),
+            )
+            .await?;
         let c = OtelCollector {
             grpc: format!("http://127.0.0.1:{g}"),
             http: format!("http://127.0.0.1:{h}"),
-            process,
+            runner,
             dir,
         };
         let log = c.dir.path().join("rotel.log");
-        wait_ready("rotel", Some(&c.process), Duration::from_secs(30), || {
+        wait_ready("rotel", c.runner.process(), Duration::from_secs(30), || {
             let log = log.clone();
             async move {
                 std::fs::read_to_string(&log).is_ok_and(|t| t.contains("Starting Rotel"))

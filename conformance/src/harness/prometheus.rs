@@ -3,17 +3,21 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::process::LocalProcess;
-use super::{HarnessError, Result, find_binary, free_port, http, wait_ready};
+use super::runner::{Launch, Runner, start_either};
+use super::{HarnessError, Result, free_port, http, wait_ready};
+
+/// The image the container path runs.
+const IMAGE: (&str, &str) = ("prom/prometheus", "v2.53.2");
 
 /// A real Prometheus server scraping the given targets every second.
 ///
-/// Started from the `prometheus` binary installed by `scripts/install-test-servers prometheus`,
-/// with its own storage directory and a free loopback port.
+/// Started as a `prom/prometheus` container on the host network (feature `containers`, when a
+/// Docker engine answers), else from the `prometheus` binary installed by
+/// `scripts/install-test-servers prometheus`; with its own storage and a free loopback port.
 #[derive(Debug)]
 pub struct Prometheus {
     addr: String,
-    process: LocalProcess,
+    runner: Runner,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +27,13 @@ impl Prometheus {
     /// # Errors
     /// If it cannot be started, with what to install.
     pub async fn start(targets: &[SocketAddr]) -> Result<Prometheus> {
-        let bin = find_binary("prometheus")?;
+        start_either("prometheus", "prometheus", IMAGE, |launch| {
+            Self::start_with(launch, targets)
+        })
+        .await
+    }
+
+    async fn start_with(launch: Launch, targets: &[SocketAddr]) -> Result<Prometheus> {
         let dir = tempfile::Builder::new()
             .prefix("gannet-prometheus-")
             .tempdir()?;
@@ -35,23 +45,41 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
         let port = free_port()?;
+        let (config_arg, storage) = if launch.is_container() {
+            // The image runs as `nobody`: let it read the mounted config; keep its storage in
+            // the image's own volume.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644))?;
+            (
+                "/gannet/prometheus.yml".to_string(),
+                "/prometheus".to_string(),
+            )
+        } else {
+            (
+                config_path.display().to_string(),
+                dir.path().join("data").display().to_string(),
+            )
+        };
         let args = vec![
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--config.file={config_arg}"),
+            format!("--storage.tsdb.path={storage}"),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--log.level=warn".into(),
         ];
-        let process = LocalProcess::new(bin, args, Vec::new(), dir.path().join("prometheus.log"));
-        process.spawn()?;
+        let mounts = vec![(dir.path().to_path_buf(), "/gannet".to_string())];
+        let runner = launch
+            .start(args, Vec::new(), mounts, dir.path().join("prometheus.log"))
+            .await?;
         let p = Prometheus {
             addr: format!("127.0.0.1:{port}"),
-            process,
+            runner,
             _dir: dir,
         };
         let addr = p.addr.clone();
         wait_ready(
             "prometheus",
-            Some(&p.process),
+            p.runner.process(),
             Duration::from_secs(60),
             || {
                 let addr = addr.clone();

@@ -31,9 +31,42 @@ pub struct Case {
     pub title: String,
     /// The systems' rows.
     pub rows: Vec<Row>,
+    /// Each system's QPS in every round, in round order (`None` for a failed round).
+    pub rounds: Vec<(String, Vec<Option<f64>>)>,
 }
 
 impl Case {
+    /// The median over rounds of `a`'s QPS divided by `b`'s QPS in the same round, with the
+    /// lowest and highest round: systems measured back to back share the machine's state, so
+    /// per-round ratios are steadier than a ratio of medians on a noisy machine.
+    #[must_use]
+    pub fn paired_ratio(&self, a: &str, b: &str) -> Option<(f64, f64, f64)> {
+        let of = |name: &str| {
+            self.rounds
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, q)| q.clone())
+        };
+        let (qa, qb) = (of(a)?, of(b)?);
+        let mut ratios: Vec<f64> = qa
+            .iter()
+            .zip(&qb)
+            .filter_map(|(x, y)| Some((*x)? / (*y)?))
+            .filter(|r| r.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = if n % 2 == 1 {
+            ratios[n / 2]
+        } else {
+            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+        };
+        Some((median, ratios[0], ratios[n - 1]))
+    }
+
     /// The row of `system`, if it has a result.
     #[must_use]
     pub fn result(&self, system: &str) -> Option<&LoadResult> {

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
 
+use crate::watch::{Backoff, Changes, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
 
 /// kitex-contrib config-consul's default prefix.
@@ -162,13 +161,12 @@ impl ConfigSource for ConsulSource {
     }
 
     fn watch(&self, key: &str) -> BoxStream<'static, Result<ConfigEvent, ConfigError>> {
-        let (tx, rx) = mpsc::channel(8);
         let source = self.clone();
         let key = self.consul_key(key);
-        tokio::spawn(async move {
-            let mut last: Option<ConfigEvent> = None;
+        spawn_watch(|tx| async move {
+            let mut changes = Changes::default();
             let mut index: Option<u64> = None;
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new();
             loop {
                 let read = tokio::select! {
                     () = tx.closed() => return,
@@ -176,15 +174,14 @@ impl ConfigSource for ConsulSource {
                 };
                 match read {
                     Ok(r) => {
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         // An index that goes backwards (a restarted Consul) starts over.
                         index = match index {
                             Some(i) if r.index < i => Some(0),
                             _ => Some(r.index.max(1)),
                         };
-                        if last.as_ref() != Some(&r.state) {
-                            last = Some(r.state.clone());
-                            if tx.send(Ok(r.state)).await.is_err() {
+                        if let Some(item) = changes.observe(Ok(r.state)) {
+                            if tx.send(item).await.is_err() {
                                 return;
                             }
                         }
@@ -193,20 +190,12 @@ impl ConfigSource for ConsulSource {
                         // Read afresh (not blocking on an index a restarted agent may never
                         // reach) once it answers again.
                         index = None;
-                        tracing::debug!(%key, error = %e, retry_in = ?backoff, "consul config watch failed");
-                        if tx.send(Err(e)).await.is_err() {
+                        if !backoff.fail(&tx, &key, e).await {
                             return;
                         }
-                        tokio::select! {
-                            () = tx.closed() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed()
+        })
     }
 }

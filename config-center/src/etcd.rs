@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
-use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
 
+use crate::watch::{Backoff, Changes, Tx, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
 
 /// kitex-contrib config-etcd's default prefix.
@@ -177,16 +176,10 @@ impl EtcdSource {
 
     /// Reads `key`, sends its state if it changed, then follows its changes until the watch
     /// breaks (an error) or the receiver is gone (`Ok`).
-    async fn follow(
-        &self,
-        key: &str,
-        last: &mut Option<ConfigEvent>,
-        tx: &mpsc::Sender<Result<ConfigEvent, ConfigError>>,
-    ) -> Result<(), ConfigError> {
+    async fn follow(&self, key: &str, changes: &mut Changes, tx: &Tx) -> Result<(), ConfigError> {
         let (state, revision) = self.read(key).await?;
-        if last.as_ref() != Some(&state) {
-            *last = Some(state.clone());
-            if tx.send(Ok(state)).await.is_err() {
+        if let Some(item) = changes.observe(Ok(state)) {
+            if tx.send(item).await.is_err() {
                 return Ok(());
             }
         }
@@ -233,9 +226,8 @@ impl EtcdSource {
                     (EventType::Delete, _) => ConfigEvent::Deleted,
                     (EventType::Put, None) => continue,
                 };
-                if last.as_ref() != Some(&state) {
-                    *last = Some(state.clone());
-                    if tx.send(Ok(state)).await.is_err() {
+                if let Some(item) = changes.observe(Ok(state)) {
+                    if tx.send(item).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -258,30 +250,21 @@ impl ConfigSource for EtcdSource {
     }
 
     fn watch(&self, key: &str) -> BoxStream<'static, Result<ConfigEvent, ConfigError>> {
-        let (tx, rx) = mpsc::channel(8);
         let source = self.clone();
         let key = self.etcd_key(key);
-        tokio::spawn(async move {
-            let mut last = None;
-            let mut backoff = Duration::from_millis(100);
+        spawn_watch(|tx| async move {
+            let mut changes = Changes::default();
+            let mut backoff = Backoff::new();
             loop {
-                match source.follow(&key, &mut last, &tx).await {
+                match source.follow(&key, &mut changes, &tx).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::debug!(%key, error = %e, retry_in = ?backoff, "etcd config watch broken");
-                        if tx.send(Err(e)).await.is_err() {
+                        if !backoff.fail(&tx, &key, e).await {
                             return;
                         }
-                        tokio::select! {
-                            () = tx.closed() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed()
+        })
     }
 }

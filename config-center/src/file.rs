@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use notify::Watcher as _;
 
+use crate::watch::{Changes, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
 
 /// How often a watch re-reads its file even without a notification.
@@ -73,11 +73,10 @@ impl ConfigSource for FileSource {
     }
 
     fn watch(&self, key: &str) -> BoxStream<'static, Result<ConfigEvent, ConfigError>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
         let path = self.path_of(key);
         let dir = self.dir.clone();
         let name = self.name.clone();
-        tokio::spawn(async move {
+        spawn_watch(|tx| async move {
             let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel::<()>();
             let mut watcher = match notify::recommended_watcher(
                 move |_res: notify::Result<notify::Event>| {
@@ -91,8 +90,7 @@ impl ConfigSource for FileSource {
                 }
             };
             let mut watching = false;
-            let mut last: Option<ConfigEvent> = None;
-            let mut failing = false;
+            let mut changes = Changes::default();
             let mut rescan = tokio::time::interval(RESCAN);
             loop {
                 if !watching {
@@ -100,19 +98,8 @@ impl ConfigSource for FileSource {
                         watching = w.watch(&dir, notify::RecursiveMode::Recursive).is_ok();
                     }
                 }
-                let state = read(&name, &path).await;
-                // Yield changes, and the first error of a run of errors.
-                let changed = match (&state, &last) {
-                    (Ok(s), Some(l)) => s != l || failing,
-                    (Ok(_), None) => true,
-                    (Err(_), _) => !failing,
-                };
-                failing = state.is_err();
-                if changed {
-                    if let Ok(s) = &state {
-                        last = Some(s.clone());
-                    }
-                    if tx.send(state).await.is_err() {
+                if let Some(item) = changes.observe(read(&name, &path).await) {
+                    if tx.send(item).await.is_err() {
                         return;
                     }
                 }
@@ -128,8 +115,6 @@ impl ConfigSource for FileSource {
                     () = tx.closed() => return,
                 }
             }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed()
+        })
     }
 }

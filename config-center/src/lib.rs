@@ -42,6 +42,7 @@ pub mod file;
 #[cfg(feature = "nacos")]
 pub mod nacos;
 mod suite;
+mod watch;
 
 use futures::stream::BoxStream;
 

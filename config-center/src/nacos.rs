@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use nacos_sdk::api::config::{
     ConfigChangeListener, ConfigResponse, ConfigService, ConfigServiceBuilder,
@@ -18,6 +17,7 @@ use nacos_sdk::api::config::{
 use nacos_sdk::api::props::ClientProps;
 use tokio::sync::mpsc;
 
+use crate::watch::{Changes, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
 
 /// kitex-contrib config-nacos's default group.
@@ -257,55 +257,33 @@ impl ConfigSource for NacosSource {
     }
 
     fn watch(&self, key: &str) -> BoxStream<'static, Result<ConfigEvent, ConfigError>> {
-        let (tx, rx) = mpsc::channel(8);
         let source = self.clone();
         let data_id = data_id(key);
-        tokio::spawn(async move {
+        spawn_watch(|tx| async move {
             let (ptx, mut pushes) = mpsc::unbounded_channel();
             let listener: Arc<dyn ConfigChangeListener> = Arc::new(Pushes(ptx));
             let group = source.inner.group.clone();
             let mut listening = false;
-            let mut last: Option<ConfigEvent> = None;
-            let mut failing = false;
+            let mut changes = Changes::default();
             let mut poll = tokio::time::interval(POLL);
             loop {
-                tokio::select! {
+                let read = tokio::select! {
                     () = tx.closed() => break,
-                    Some(content) = pushes.recv() => {
-                        let state = ConfigEvent::Value(content);
-                        if last.as_ref() != Some(&state) {
-                            last = Some(state.clone());
-                            if tx.send(Ok(state)).await.is_err() {
-                                break;
-                            }
-                        }
+                    Some(content) = pushes.recv() => Ok(ConfigEvent::Value(content)),
+                    _ = poll.tick() => source.read(&data_id).await,
+                };
+                if let Some(item) = changes.observe(read) {
+                    if tx.send(item).await.is_err() {
+                        break;
                     }
-                    _ = poll.tick() => {
-                        let state = source.read(&data_id).await;
-                        // Yield changes, and the first error of a run of errors.
-                        let changed = match (&state, &last) {
-                            (Ok(s), Some(l)) => s != l || failing,
-                            (Ok(_), None) => true,
-                            (Err(_), _) => !failing,
-                        };
-                        failing = state.is_err();
-                        if changed {
-                            if let Ok(s) = &state {
-                                last = Some(s.clone());
-                            }
-                            if tx.send(state).await.is_err() {
-                                break;
-                            }
-                        }
-                        // After the first read, so a slow SDK start does not delay it.
-                        if !listening {
-                            if let Ok(svc) = source.service().await {
-                                listening = svc
-                                    .add_listener(data_id.clone(), group.clone(), listener.clone())
-                                    .await
-                                    .is_ok();
-                            }
-                        }
+                }
+                // After the first read, so a slow SDK start does not delay it.
+                if !listening {
+                    if let Ok(svc) = source.service().await {
+                        listening = svc
+                            .add_listener(data_id.clone(), group.clone(), listener.clone())
+                            .await
+                            .is_ok();
                     }
                 }
             }
@@ -314,8 +292,6 @@ impl ConfigSource for NacosSource {
                     let _ = svc.remove_listener(data_id, group, listener).await;
                 }
             }
-        });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
-            .boxed()
+        })
     }
 }

@@ -6,7 +6,6 @@ mod common;
 use common::{Store, TIMEOUT};
 use gannet_config_center::etcd::EtcdSource;
 use gannet_conformance::harness::Etcd;
-use gannet_core::ErrorKind;
 
 struct EtcdStore {
     endpoint: String,
@@ -52,33 +51,12 @@ async fn etcd_config_changes_policies_live_and_survives_a_restart() {
         "/KitexConfig/cli/svc/rpc_timeout",
         "kitex-contrib's key layout"
     );
-    let f = common::timeouts(source.clone(), &store).await;
-    common::retry_and_breaker(&f, &store).await;
-    common::limit(&f, &store).await;
-
-    // etcd goes away: policies stay, calls go on; when it returns, watching resumes.
-    store
-        .put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 3000}}"#)
-        .await;
-    common::eventually("3 s timeout", || async { f.timeout_ms() == Some(3000) }).await;
-    etcd.stop().await.expect("etcd stops");
-    common::eventually("the watch notices the outage", || async {
-        f.client_config.source_errors() > 0
-    })
+    common::every_behaviour(
+        source,
+        &store,
+        "etcd",
+        async { etcd.stop().await.expect("etcd stops") },
+        async { etcd.restart().await.expect("etcd restarts") },
+    )
     .await;
-    assert_eq!(
-        f.timeout_ms(),
-        Some(3000),
-        "policies stay while etcd is down"
-    );
-    f.call(100).await.expect("calls go on while etcd is down");
-    etcd.restart().await.expect("etcd restarts");
-    store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
-    common::eventually("a value written after the restart applies", || async {
-        f.call(300)
-            .await
-            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
-    })
-    .await;
-    f.server.shutdown().await.unwrap();
 }

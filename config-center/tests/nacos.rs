@@ -7,7 +7,6 @@ mod common;
 use common::{Store, TIMEOUT};
 use gannet_config_center::nacos::{DEFAULT_GROUP, NacosSource, data_id};
 use gannet_conformance::harness::Nacos;
-use gannet_core::ErrorKind;
 
 /// Writes through Nacos's open API, as an operator's tooling would.
 struct NacosStore {
@@ -64,32 +63,12 @@ async fn nacos_config_changes_policies_live_and_survives_a_restart() {
         "cli.svc.rpc_timeout",
         "kitex-contrib's data id layout"
     );
-    let f = common::timeouts(source.clone(), &store).await;
-    common::retry_and_breaker(&f, &store).await;
-    common::limit(&f, &store).await;
-
-    store
-        .put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 3000}}"#)
-        .await;
-    common::eventually("3 s timeout", || async { f.timeout_ms() == Some(3000) }).await;
-    nacos.stop().await.expect("nacos stops");
-    common::eventually("the watch notices the outage", || async {
-        f.client_config.source_errors() > 0
-    })
+    common::every_behaviour(
+        source,
+        &store,
+        "Nacos",
+        async { nacos.stop().await.expect("Nacos stops") },
+        async { nacos.restart().await.expect("Nacos restarts") },
+    )
     .await;
-    assert_eq!(
-        f.timeout_ms(),
-        Some(3000),
-        "policies stay while Nacos is down"
-    );
-    f.call(100).await.expect("calls go on while Nacos is down");
-    nacos.restart().await.expect("nacos restarts");
-    store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
-    common::eventually("a value written after the restart applies", || async {
-        f.call(300)
-            .await
-            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
-    })
-    .await;
-    f.server.shutdown().await.unwrap();
 }

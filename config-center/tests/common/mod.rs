@@ -235,3 +235,62 @@ pub async fn limit(f: &Fixture, store: &impl Store) {
     })
     .await;
 }
+
+/// The store's server goes away and comes back: the policies stay while it is down, calls go
+/// on, and a value written after it returns applies (the watch resumed).
+pub async fn survives_outage<Stop, Restart>(
+    f: &Fixture,
+    store: &impl Store,
+    what: &str,
+    stop: Stop,
+    restart: Restart,
+) where
+    Stop: Future<Output = ()>,
+    Restart: Future<Output = ()>,
+{
+    store
+        .put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 3000}}"#)
+        .await;
+    eventually("3 s timeout", || async { f.timeout_ms() == Some(3000) }).await;
+    stop.await;
+    eventually("the watch notices the outage", || async {
+        f.client_config.source_errors() > 0
+    })
+    .await;
+    assert_eq!(
+        f.timeout_ms(),
+        Some(3000),
+        "policies stay while {what} is down"
+    );
+    f.call(100)
+        .await
+        .expect("calls go on while the source is down");
+    restart.await;
+    store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
+    eventually("a value written after the restart applies", || async {
+        f.call(300)
+            .await
+            .is_err_and(|e| e.kind() == ErrorKind::Timeout)
+    })
+    .await;
+}
+
+/// Everything a source with a server must show: [`timeouts`], [`retry_and_breaker`], [`limit`],
+/// then [`survives_outage`]; stops the test server at the end.
+pub async fn every_behaviour<S, Stop, Restart>(
+    source: S,
+    store: &impl Store,
+    what: &str,
+    stop: Stop,
+    restart: Restart,
+) where
+    S: ConfigSource + Clone,
+    Stop: Future<Output = ()>,
+    Restart: Future<Output = ()>,
+{
+    let f = timeouts(source, store).await;
+    retry_and_breaker(&f, store).await;
+    limit(&f, store).await;
+    survives_outage(&f, store, what, stop, restart).await;
+    f.server.shutdown().await.expect("the test server stops");
+}

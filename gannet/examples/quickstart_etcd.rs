@@ -16,8 +16,7 @@ pub struct Echo {
     pub text: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -25,7 +24,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
-    let etcd = gannet_conformance::harness::Etcd::start().await?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let etcd = runtime.block_on(gannet_conformance::harness::Etcd::start())?;
+    let res = runtime.block_on(run(&etcd));
+    // Stop the runtime (and with it the client's etcd watch) before etcd goes away, so the
+    // watch does not report etcd's exit as an outage.
+    drop(runtime);
+    drop(etcd);
+    res
+}
+
+async fn run(etcd: &gannet_conformance::harness::Etcd) -> Result<(), Box<dyn std::error::Error>> {
     println!("etcd: {}", etcd.endpoint());
     let options = EtcdOptions::new().endpoint(etcd.endpoint());
 

@@ -42,6 +42,12 @@ pub mod file;
 #[cfg(feature = "nacos")]
 pub mod nacos;
 mod suite;
+#[cfg(any(
+    feature = "file",
+    feature = "etcd",
+    feature = "consul",
+    feature = "nacos"
+))]
 mod watch;
 
 use futures::stream::BoxStream;

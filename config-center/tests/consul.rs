@@ -1,10 +1,8 @@
 //! The Consul source against a real Consul agent started by the harness: values changed while
 //! a client and a server run, and watching resumes after Consul restarts.
 
-mod common;
-
-use common::{Store, TIMEOUT};
 use gannet_config_center::consul::ConsulSource;
+use gannet_conformance::config::{self as kit, Store, TIMEOUT};
 use gannet_conformance::harness::Consul;
 
 struct ConsulStore {
@@ -51,7 +49,7 @@ async fn consul_config_changes_policies_live_and_survives_a_restart() {
         "KitexConfig/cli/svc/rpc_timeout",
         "kitex-contrib's key layout"
     );
-    common::every_behaviour(
+    kit::every_behaviour(
         source,
         &store,
         "Consul",

@@ -1,10 +1,8 @@
 //! The etcd source against a real etcd started by the harness: values changed while a client
 //! and a server run, and watching resumes after etcd restarts.
 
-mod common;
-
-use common::{Store, TIMEOUT};
 use gannet_config_center::etcd::EtcdSource;
+use gannet_conformance::config::{self as kit, Store, TIMEOUT};
 use gannet_conformance::harness::Etcd;
 
 struct EtcdStore {
@@ -51,7 +49,7 @@ async fn etcd_config_changes_policies_live_and_survives_a_restart() {
         "/KitexConfig/cli/svc/rpc_timeout",
         "kitex-contrib's key layout"
     );
-    common::every_behaviour(
+    kit::every_behaviour(
         source,
         &store,
         "etcd",

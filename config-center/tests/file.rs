@@ -1,11 +1,9 @@
 //! The file source: values in JSON files under a temporary directory, changed while a client
 //! and a server run.
 
-mod common;
-
-use common::{Fixture, Store};
 use gannet_config_center::ConfigSource;
 use gannet_config_center::file::FileSource;
+use gannet_conformance::config::{self as kit, Fixture, Store};
 
 struct Files(FileSource);
 
@@ -31,9 +29,9 @@ async fn file_config_changes_policies_live() {
     let dir = tempfile::tempdir().unwrap();
     let source = FileSource::new(dir.path());
     let store = Files(source.clone());
-    let f = common::timeouts(source.clone(), &store).await;
-    common::retry_and_breaker(&f, &store).await;
-    common::limit(&f, &store).await;
+    let f = kit::timeouts(source.clone(), &store).await;
+    kit::retry_and_breaker(&f, &store).await;
+    kit::limit(&f, &store).await;
     assert_eq!(source.get("cli/svc/rpc_timeout").await.unwrap(), None);
     f.server.shutdown().await.unwrap();
 }
@@ -46,9 +44,9 @@ async fn a_directory_created_later_is_picked_up() {
     let f = Fixture::start(source.clone()).await;
     assert_eq!(f.timeout_ms(), None, "no file: defaults");
     Files(source)
-        .put(common::TIMEOUT, r#"{"*": {"rpc_timeout_ms": 40}}"#)
+        .put(kit::TIMEOUT, r#"{"*": {"rpc_timeout_ms": 40}}"#)
         .await;
-    common::eventually("the new file applies", || async {
+    kit::eventually("the new file applies", || async {
         f.timeout_ms() == Some(40)
     })
     .await;

@@ -2,10 +2,8 @@
 //! a client and a server run, deletes noticed although nacos-sdk does not report them, and
 //! watching resumed after Nacos restarts.
 
-mod common;
-
-use common::{Store, TIMEOUT};
 use gannet_config_center::nacos::{DEFAULT_GROUP, NacosSource, data_id};
+use gannet_conformance::config::{self as kit, Store, TIMEOUT};
 use gannet_conformance::harness::Nacos;
 
 /// Writes through Nacos's open API, as an operator's tooling would.
@@ -63,7 +61,7 @@ async fn nacos_config_changes_policies_live_and_survives_a_restart() {
         "cli.svc.rpc_timeout",
         "kitex-contrib's data id layout"
     );
-    common::every_behaviour(
+    kit::every_behaviour(
         source,
         &store,
         "Nacos",

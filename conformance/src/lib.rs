@@ -3,10 +3,12 @@
 //! Two things every Gannet integration needs in its tests, published so that adapter authors
 //! outside this repository can use them too:
 //!
-//! - [`harness`]: real servers (etcd today; Consul, Nacos, an OTLP collector and Prometheus
-//!   follow with their integrations), each started from an endpoint in an environment
-//!   variable, a container, or a local binary installed by `scripts/install-test-servers`.
+//! - [`harness`]: real servers (etcd, Consul, Nacos, an OTLP collector, Prometheus), each
+//!   started from an endpoint in an environment variable, a container, or a local binary
+//!   installed by `scripts/install-test-servers`.
 //! - [`registry`]: the conformance kit a `Registry` + `Resolver` adapter must pass.
+//! - [`config`]: the conformance kit a config source (`gannet-config-center`'s
+//!   `ConfigSource`) must pass.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -24,5 +26,6 @@
 //! # }
 //! ```
 
+pub mod config;
 pub mod harness;
 pub mod registry;

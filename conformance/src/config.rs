@@ -1,11 +1,36 @@
-//! The behaviour every config source must show, written once: a client and a server built
-//! with the suites, and the policies in force observed through real calls while the test
-//! changes values in the real store.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    reason = "each test binary uses part of the helpers"
-)]
+//! The conformance kit for config sources: what every [`ConfigSource`] must show, through real
+//! calls of a client and a server built with `gannet-config-center`'s suites, while the test
+//! changes values in the real store behind the source.
+//!
+//! Implement [`Store`] for your store (how an operator writes and deletes a key), then run
+//! [`every_behaviour`] (a source backed by a server that can be stopped and restarted) or the
+//! steps one by one ([`timeouts`], [`retry_and_breaker`], [`limit`], [`survives_outage`]).
+//! Each step panics, naming what it did not see within 15 s, so it reads as a test failure.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use gannet_config_center::file::FileSource;
+//! use gannet_conformance::config::{Store, Fixture, timeouts, retry_and_breaker, limit};
+//!
+//! struct Files(FileSource);
+//! impl Store for Files {
+//!     async fn put(&self, key: &str, value: &str) {
+//!         let path = self.0.path_of(key);
+//!         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+//!         std::fs::write(path, value).unwrap();
+//!     }
+//!     async fn delete(&self, key: &str) {
+//!         std::fs::remove_file(self.0.path_of(key)).unwrap();
+//!     }
+//! }
+//! let dir = tempfile::tempdir().unwrap();
+//! let source = FileSource::new(dir.path());
+//! let store = Files(source.clone());
+//! let f: Fixture = timeouts(source, &store).await;
+//! retry_and_breaker(&f, &store).await;
+//! limit(&f, &store).await;
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,21 +48,31 @@ pub struct Probe {
     pub delay_ms: u64,
 }
 
-/// Writes and deletes keys in the store behind a source.
+/// Writes and deletes keys in the store behind a source, the way an operator's tooling would
+/// (not through the source under test).
 pub trait Store {
-    /// Writes `value` at config key `key`.
+    /// Writes `value` at config key `key` (the key the source maps, such as
+    /// `cli/svc/rpc_timeout`).
     fn put(&self, key: &str, value: &str) -> impl Future<Output = ()>;
     /// Deletes config key `key`.
     fn delete(&self, key: &str) -> impl Future<Output = ()>;
 }
 
+/// The client's `rpc_timeout` key.
 pub const TIMEOUT: &str = "cli/svc/rpc_timeout";
+/// The client's `retry` key.
 pub const RETRY: &str = "cli/svc/retry";
+/// The client's `circuit_break` key.
 pub const BREAKER: &str = "cli/svc/circuit_break";
+/// The client's `degradation` key.
 pub const DEGRADATION: &str = "cli/svc/degradation";
+/// The server's `limit` key.
 pub const LIMIT: &str = "svc/limit";
 
 /// Polls `check` until it returns true, for up to 15 s.
+///
+/// # Panics
+/// If it does not, naming `what`.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -54,14 +89,22 @@ where
 }
 
 /// A client and a server whose policies follow one source.
+#[derive(Debug)]
 pub struct Fixture {
+    /// The server `svc`, with a [`ServerConfig`] suite.
     pub server: RunningServer,
+    /// The client `cli` of `svc`, with a [`ClientConfig`] suite.
     pub client: Client,
+    /// What the client suite's watches did.
     pub client_config: gannet_config_center::ConfigStatus,
-    pub hits: Arc<AtomicUsize>,
+    hits: Arc<AtomicUsize>,
 }
 
 impl Fixture {
+    /// Starts `svc` and its client `cli`, both with suites reading `source`.
+    ///
+    /// # Panics
+    /// If the server cannot start or the client cannot be built.
     pub async fn start<S: ConfigSource + Clone>(source: S) -> Fixture {
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
@@ -94,10 +137,16 @@ impl Fixture {
         }
     }
 
+    /// Calls `Echo`, which sleeps `delay_ms` on the server.
+    ///
+    /// # Errors
+    /// The call's error.
     pub async fn call(&self, delay_ms: u64) -> gannet_core::Result<Probe> {
         self.client.call("Echo", &Probe { delay_ms }).await
     }
 
+    /// The rpc timeout in force for `Echo`, if any.
+    #[must_use]
     pub fn timeout_ms(&self) -> Option<u64> {
         self.client
             .policies()
@@ -107,12 +156,17 @@ impl Fixture {
             .map(|t| t.rpc_timeout_ms)
     }
 
+    /// Calls (attempts) the server has received.
+    #[must_use]
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 }
 
 /// Timeouts: read at build time, changed live, a bad value refused, deleted → default.
+///
+/// # Panics
+/// When the behaviour is not seen.
 pub async fn timeouts<S: ConfigSource + Clone>(source: S, store: &impl Store) -> Fixture {
     store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
     let f = Fixture::start(source).await;
@@ -163,6 +217,9 @@ pub async fn timeouts<S: ConfigSource + Clone>(source: S, store: &impl Store) ->
 }
 
 /// Retry and circuit breaker changed live.
+///
+/// # Panics
+/// When the behaviour is not seen.
 pub async fn retry_and_breaker(f: &Fixture, store: &impl Store) {
     store.put(TIMEOUT, r#"{"*": {"rpc_timeout_ms": 50}}"#).await;
     store
@@ -198,6 +255,9 @@ pub async fn retry_and_breaker(f: &Fixture, store: &impl Store) {
 }
 
 /// The server's QPS limit changed live (and, first, the client's degradation).
+///
+/// # Panics
+/// When the behaviour is not seen.
 pub async fn limit(f: &Fixture, store: &impl Store) {
     store
         .put(DEGRADATION, r#"{"enable": true, "percentage": 100}"#)
@@ -238,6 +298,9 @@ pub async fn limit(f: &Fixture, store: &impl Store) {
 
 /// The store's server goes away and comes back: the policies stay while it is down, calls go
 /// on, and a value written after it returns applies (the watch resumed).
+///
+/// # Panics
+/// When the behaviour is not seen.
 pub async fn survives_outage<Stop, Restart>(
     f: &Fixture,
     store: &impl Store,
@@ -277,6 +340,9 @@ pub async fn survives_outage<Stop, Restart>(
 
 /// Everything a source with a server must show: [`timeouts`], [`retry_and_breaker`], [`limit`],
 /// then [`survives_outage`]; stops the test server at the end.
+///
+/// # Panics
+/// When the behaviour is not seen.
 pub async fn every_behaviour<S, Stop, Restart>(
     source: S,
     store: &impl Store,

@@ -302,7 +302,7 @@ pub struct Context {
     /// Typed slots for middleware.
     pub extensions: Extensions,
     /// Instances already tried by earlier attempts of this call (retry avoids them).
-    pub(crate) tried: smallvec::SmallVec<[SocketAddr; 2]>,
+    pub(crate) tried: Vec<SocketAddr>,
 }
 
 impl Context {

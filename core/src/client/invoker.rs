@@ -337,18 +337,17 @@ impl Invoker {
         let cxr: &Context = cx;
         let sent = std::sync::atomic::AtomicU32::new(0);
         let mut inflight = FuturesUnordered::new();
-        let launch = |tried: &mut smallvec::SmallVec<[SocketAddr; 2]>,
-                      inflight: &mut FuturesUnordered<_>|
-         -> Result<()> {
-            let addr = self.pick(cxr, d, tried)?;
-            if !bp.retry_same_node {
-                tried.push(addr);
-            }
-            let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let payload = &payload;
-            inflight.push(async move { self.send(cxr, payload, addr, attempt).await });
-            Ok(())
-        };
+        let launch =
+            |tried: &mut Vec<SocketAddr>, inflight: &mut FuturesUnordered<_>| -> Result<()> {
+                let addr = self.pick(cxr, d, tried)?;
+                if !bp.retry_same_node {
+                    tried.push(addr);
+                }
+                let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let payload = &payload;
+                inflight.push(async move { self.send(cxr, payload, addr, attempt).await });
+                Ok(())
+            };
         launch(&mut tried, &mut inflight)?;
         let res = loop {
             let more = sent.load(std::sync::atomic::Ordering::Relaxed) <= stop.max_retry_times

@@ -231,10 +231,11 @@ impl Connection {
         // Deadlines round up to the next millisecond, never down.
         let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
         s.pending.insert(seq, Waiter { tx, deadline_ms });
-        let _forget = Forget {
+        let mut forget = Forget {
             shared: s,
             seq,
             timed: deadline_ms != 0,
+            answered: false,
         };
         if deadline_ms != 0 && s.timed.fetch_add(1, Ordering::AcqRel) == 0 {
             s.timed_started.notify_one();
@@ -246,7 +247,11 @@ impl Connection {
             ));
         }
         s.queue.push(|buf| encode(buf, seq))?;
-        match rx.await {
+        let res = rx.await;
+        // Whoever resolved the receiver (the reader, a sweep or a failing connection) took the
+        // waiter out already: nothing is left to forget.
+        forget.answered = true;
+        match res {
             Ok(res) => res,
             Err(_) => Err(Error::new(
                 ErrorKind::Transport,
@@ -258,16 +263,19 @@ impl Connection {
 
 use crate::clock::now_ms;
 
-/// Removes a pending call when its caller stops waiting.
+/// Removes a pending call when its caller stops waiting before it was answered.
 struct Forget<'a> {
     shared: &'a Shared,
     seq: u32,
     timed: bool,
+    answered: bool,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.shared.pending.remove(self.seq);
+        if !self.answered {
+            self.shared.pending.remove(self.seq);
+        }
         if self.timed {
             self.shared.timed.fetch_sub(1, Ordering::AcqRel);
         }

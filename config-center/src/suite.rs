@@ -199,8 +199,11 @@ async fn watch_all(
             tx,
         ));
     }
+    // One deadline for all keys: an unreachable source delays building by INITIAL_READ once,
+    // not once per key.
+    let deadline = tokio::time::Instant::now() + INITIAL_READ;
     for (key, rx) in first {
-        if tokio::time::timeout(INITIAL_READ, rx).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx).await.is_err() {
             tracing::warn!(
                 source = source.name(),
                 %key,

@@ -58,3 +58,30 @@ async fn consul_config_changes_policies_live_and_survives_a_restart() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_source_gives_defaults_errors_and_no_long_wait() {
+    // A port where nothing listens.
+    let port = gannet_conformance::harness::free_port().unwrap();
+    let source = ConsulSource::new(format!("http://127.0.0.1:{port}"));
+    let started = std::time::Instant::now();
+    let f = kit::Fixture::start(source).await;
+    let waited = started.elapsed();
+    // The server's suite (one key) and the client's (four keys) each wait once, 5 s, for an
+    // answer that does not come: about 10 s in all, where waiting per key took 25 s.
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "building waited {waited:?}"
+    );
+    assert!(f.client_config.source_errors() > 0, "the outage is counted");
+    assert!(
+        f.client_config
+            .last_error()
+            .is_some_and(|e| e.contains("consul")),
+        "{:?}",
+        f.client_config.last_error()
+    );
+    assert_eq!(f.timeout_ms(), None, "defaults are in force");
+    f.call(10).await.expect("calls work with the defaults");
+    f.server.shutdown().await.unwrap();
+}

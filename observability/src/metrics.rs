@@ -104,22 +104,16 @@ fn describe() {
     });
 }
 
-/// The label values of one outcome.
+/// The label values of one outcome, beside its method's (see [`Active`]).
 struct OutcomeKey {
-    service: String,
-    method: String,
     peer: String,
     status: &'static str,
     retried: bool,
 }
 
 impl OutcomeKey {
-    fn is(&self, service: &str, method: &str, peer: &str, status: &str, retried: bool) -> bool {
-        self.status == status
-            && self.retried == retried
-            && self.method == method
-            && self.service == service
-            && self.peer == peer
+    fn is(&self, peer: &str, status: &str, retried: bool) -> bool {
+        self.status == status && self.retried == retried && self.peer == peer
     }
 }
 
@@ -130,10 +124,13 @@ struct Outcome {
     response: Histogram,
 }
 
+/// One service and method: its in-flight gauge, and the handles of each outcome seen, so
+/// `finish` looks up only what differs between outcomes.
 struct Active {
     service: String,
     method: String,
     gauge: Gauge,
+    outcomes: Cache<Outcome>,
 }
 
 /// The active-requests gauge a call incremented, kept in its extensions until `finish`.
@@ -142,7 +139,6 @@ struct InFlight(Arc<Active>);
 /// A [`Tracer`] that records the RPC metrics of every call (see the [module](self) docs).
 pub struct MetricsTracer {
     side: Side,
-    outcomes: Cache<Outcome>,
     active: Cache<Active>,
 }
 
@@ -171,7 +167,6 @@ impl MetricsTracer {
         describe();
         Self {
             side,
-            outcomes: Cache::new(),
             active: Cache::new(),
         }
     }
@@ -182,24 +177,11 @@ impl MetricsTracer {
             Side::Server => &SERVER,
         }
     }
-}
 
-fn labels(key: &OutcomeKey) -> Vec<metrics::Label> {
-    vec![
-        metrics::Label::new("rpc.service", key.service.clone()),
-        metrics::Label::new("rpc.method", key.method.clone()),
-        metrics::Label::new("rpc.status", key.status),
-        metrics::Label::new("peer.service", key.peer.clone()),
-        metrics::Label::new("rpc.retried", if key.retried { "true" } else { "false" }),
-    ]
-}
-
-impl Tracer for MetricsTracer {
-    fn start(&self, cx: &mut Context) {
-        let service = cx.rpc_info.callee.service.as_str();
-        let method = cx.method();
+    /// The gauge and outcome handles of `service`/`method`.
+    fn active(&self, service: &str, method: &str) -> Arc<Active> {
         let names = self.names();
-        let active = self.active.get_or_insert(
+        self.active.get_or_insert(
             (service, method),
             |a| a.service == service && a.method == method,
             || Active {
@@ -210,16 +192,38 @@ impl Tracer for MetricsTracer {
                     "rpc.service" => service.to_owned(),
                     "rpc.method" => method.to_owned(),
                 ),
+                outcomes: Cache::new(),
             },
-        );
+        )
+    }
+}
+
+fn labels(active: &Active, key: &OutcomeKey) -> Vec<metrics::Label> {
+    vec![
+        metrics::Label::new("rpc.service", active.service.clone()),
+        metrics::Label::new("rpc.method", active.method.clone()),
+        metrics::Label::new("rpc.status", key.status),
+        metrics::Label::new("peer.service", key.peer.clone()),
+        metrics::Label::new("rpc.retried", if key.retried { "true" } else { "false" }),
+    ]
+}
+
+impl Tracer for MetricsTracer {
+    fn start(&self, cx: &mut Context) {
+        let active = self.active(&cx.rpc_info.callee.service, cx.method());
         active.gauge.increment(1.0);
         cx.extensions.insert(InFlight(active));
     }
 
     fn finish(&self, cx: &mut Context) {
-        if let Some(InFlight(active)) = cx.extensions.remove::<InFlight>() {
-            active.gauge.decrement(1.0);
-        }
+        let active = match cx.extensions.remove::<InFlight>() {
+            Some(InFlight(active)) => {
+                active.gauge.decrement(1.0);
+                active
+            }
+            // Not started by this tracer: record the outcome, leave the gauge alone.
+            None => self.active(&cx.rpc_info.callee.service, cx.method()),
+        };
         let info = &cx.rpc_info;
         let stats = &info.stats;
         let (peer, retried) = match self.side {
@@ -230,20 +234,17 @@ impl Tracer for MetricsTracer {
             ),
         };
         let status = stats.error.as_ref().map_or("ok", |e| e.kind().as_str());
-        let (service, method) = (info.callee.service.as_str(), info.method.as_str());
         let names = self.names();
-        let o = self.outcomes.get_or_insert(
-            (service, method, peer, status, retried),
-            |o| o.key.is(service, method, peer, status, retried),
+        let o = active.outcomes.get_or_insert(
+            (peer, status, retried),
+            |o| o.key.is(peer, status, retried),
             || {
                 let key = OutcomeKey {
-                    service: service.to_owned(),
-                    method: method.to_owned(),
                     peer: peer.to_owned(),
                     status,
                     retried,
                 };
-                let l = labels(&key);
+                let l = labels(&active, &key);
                 Outcome {
                     duration: metrics::histogram!(names.duration, l.clone()),
                     request: metrics::histogram!(names.request, l.clone()),

@@ -1,17 +1,17 @@
 //! A cheap monotonic clock for the call path.
 //!
-//! `std::time::Instant::now()` is a `clock_gettime` call, about 25 ns on a VM; `quanta` reads the
-//! TSC where it can, several times cheaper. Times are handed out as `std::time::Instant` (the
-//! process's first reading of both clocks plus the TSC's elapsed time), so the public types stay
-//! standard. Differences between two readings of this clock are as exact as the TSC calibration;
-//! against `Instant::now()` they agree within that calibration's drift.
+//! `std::time::Instant::now()` is a `clock_gettime` call, about 25 ns on a VM, and std's
+//! `Instant` arithmetic normalises seconds and nanoseconds on every step. Gannet reads the TSC
+//! through `quanta` where it can (a few instructions) and keeps the raw reading: a
+//! [`Timestamp`] is converted to a duration or a `std::time::Instant` only when someone asks.
+//! Where there is no usable TSC, `quanta` falls back to the OS's monotonic clock.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Anchor {
     clock: quanta::Clock,
-    tsc: quanta::Instant,
+    raw: u64,
     std: Instant,
 }
 
@@ -19,43 +19,90 @@ fn anchor() -> &'static Anchor {
     static ANCHOR: OnceLock<Anchor> = OnceLock::new();
     ANCHOR.get_or_init(|| {
         let clock = quanta::Clock::new();
-        let tsc = clock.now();
+        let raw = clock.raw();
         Anchor {
             clock,
-            tsc,
+            raw,
             std: Instant::now(),
         }
     })
 }
 
-/// Now, as a standard `Instant`.
-pub(crate) fn now() -> Instant {
-    let a = anchor();
-    a.std + a.clock.now().saturating_duration_since(a.tsc)
+/// A reading of Gannet's call clock, as [`CallStats`](crate::context::CallStats) records the
+/// start and end of a call.
+///
+/// Taking one costs a few instructions; differences between two are as exact as the TSC's
+/// calibration. [`to_instant`](Timestamp::to_instant) places it on the standard clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// Now.
+    #[must_use]
+    #[inline]
+    pub fn now() -> Self {
+        Self(anchor().clock.raw())
+    }
+
+    /// The time from `earlier` to `self`; zero if `earlier` is later.
+    #[must_use]
+    #[inline]
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
+        anchor().clock.delta(earlier.0, self.0)
+    }
+
+    /// The time since `self`.
+    #[must_use]
+    pub fn elapsed(self) -> Duration {
+        Self::now().saturating_duration_since(self)
+    }
+
+    /// The same moment as a standard `Instant` (agrees with `Instant::now()` within the TSC
+    /// calibration's drift).
+    #[must_use]
+    pub fn to_instant(self) -> Instant {
+        let a = anchor();
+        a.std + a.clock.delta(a.raw, self.0)
+    }
 }
 
 /// Milliseconds since the process first read this clock.
 pub(crate) fn now_ms() -> u64 {
     let a = anchor();
-    a.clock.now().saturating_duration_since(a.tsc).as_millis() as u64
+    a.clock.delta_as_nanos(a.raw, a.clock.raw()) / 1_000_000
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Timestamp;
+    use std::time::Duration;
+
     #[test]
     fn agrees_with_std_and_moves_forward() {
-        let a = super::now();
+        let a = Timestamp::now();
         let s = std::time::Instant::now();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let b = super::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = Timestamp::now();
         assert!(b > a);
-        let fast = b - a;
+        let fast = b.saturating_duration_since(a);
         let std = s.elapsed();
         // Both measured the same sleep; allow scheduling noise, not a different clock rate.
-        assert!(fast >= std::time::Duration::from_millis(20), "{fast:?}");
+        assert!(fast >= Duration::from_millis(20), "{fast:?}");
         assert!(
-            fast.abs_diff(std) < std::time::Duration::from_millis(15),
+            fast.abs_diff(std) < Duration::from_millis(15),
             "{fast:?} vs {std:?}"
         );
+        assert_eq!(a.saturating_duration_since(b), Duration::ZERO);
+        // On the standard clock the two readings are as far apart, and not in the future.
+        let (ia, ib) = (a.to_instant(), b.to_instant());
+        assert!(ib.duration_since(ia).abs_diff(fast) < Duration::from_micros(10));
+        assert!(ib <= std::time::Instant::now() + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn milliseconds_advance() {
+        let a = super::now_ms();
+        std::thread::sleep(Duration::from_millis(12));
+        assert!(super::now_ms() >= a + 10);
     }
 }

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faststr::FastStr;
 
+use crate::clock::Timestamp;
 use crate::error::Error;
 
 /// One side of a call: a service name, and where known its address and tags.
@@ -46,10 +47,10 @@ pub struct CallConfig {
 /// What happened during the call; read by tracers in [`Tracer::finish`](crate::Tracer::finish).
 #[derive(Debug, Clone, Default)]
 pub struct CallStats {
-    /// When the call started.
-    pub start: Option<Instant>,
-    /// When the call finished.
-    pub end: Option<Instant>,
+    /// When the call started (set when the client or server has tracers).
+    pub start: Option<Timestamp>,
+    /// When the call finished (set when the client or server has tracers).
+    pub end: Option<Timestamp>,
     /// Size in bytes of the encoded request payload.
     pub request_size: usize,
     /// Size in bytes of the encoded response payload.

@@ -31,7 +31,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
-mod clock;
+pub mod clock;
 pub mod codec;
 pub mod context;
 pub mod discovery;

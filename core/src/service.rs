@@ -112,6 +112,17 @@ impl<Req, Resp, E> BoxService<Req, Resp, E> {
     }
 }
 
+impl<Req, Resp, E> BoxService<Req, Resp, E> {
+    /// The erased service's own future, not wrapped in another state machine.
+    pub(crate) fn call_dyn<'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+    ) -> BoxFuture<'a, Result<Resp, E>> {
+        self.inner.call_boxed(cx, req)
+    }
+}
+
 impl<Req, Resp, E> Clone for BoxService<Req, Resp, E> {
     fn clone(&self) -> Self {
         Self {
@@ -134,9 +145,6 @@ impl<Req: Send + 'static, Resp, E> Service<Req> for BoxService<Req, Resp, E> {
         self.inner.call_boxed(cx, req).await
     }
 }
-
-/// The service type of client and server middleware: encoded request in, encoded response out.
-pub type PayloadService = BoxService<Bytes, Bytes, Error>;
 
 type WrapFn<Req, Resp, E> =
     dyn Fn(BoxService<Req, Resp, E>) -> BoxService<Req, Resp, E> + Send + Sync;
@@ -183,8 +191,138 @@ impl<Req, Resp, E> Layer<BoxService<Req, Resp, E>> for BoxLayer<Req, Resp, E> {
     }
 }
 
-/// The layer type of client and server middleware.
-pub type PayloadLayer = BoxLayer<Bytes, Bytes, Error>;
+/// The service type of client and server middleware: encoded request in, encoded response out.
+///
+/// Cheap to clone. The bottom of a client's or a server's chain (the invoker that sends the call,
+/// or the router that finds the handler) is held as itself, not erased: the middleware right above
+/// it awaits its future inline instead of allocating one more per call.
+#[derive(Clone)]
+pub struct PayloadService {
+    inner: Payload,
+}
+
+#[derive(Clone)]
+enum Payload {
+    Erased(BoxService<Bytes, Bytes, Error>),
+    Client(crate::client::Invoker),
+    Server(crate::server::SharedRouter),
+}
+
+impl PayloadService {
+    /// Erases the type of `service`.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Bytes, Response = Bytes, Error = Error> + 'static,
+    {
+        Self::erased(BoxService::new(service))
+    }
+
+    fn erased(service: BoxService<Bytes, Bytes, Error>) -> Self {
+        Self {
+            inner: Payload::Erased(service),
+        }
+    }
+
+    pub(crate) fn client(invoker: crate::client::Invoker) -> Self {
+        Self {
+            inner: Payload::Client(invoker),
+        }
+    }
+
+    pub(crate) fn server(router: crate::server::SharedRouter) -> Self {
+        Self {
+            inner: Payload::Server(router),
+        }
+    }
+
+    /// The top of a built chain as an erased service, or `None` when the layers handed the
+    /// bottom through unchanged (then calling the bottom directly is the same chain).
+    pub(crate) fn into_top(self) -> Option<BoxService<Bytes, Bytes, Error>> {
+        match self.inner {
+            Payload::Erased(s) => Some(s),
+            Payload::Client(_) | Payload::Server(_) => None,
+        }
+    }
+}
+
+impl From<BoxService<Bytes, Bytes, Error>> for PayloadService {
+    fn from(service: BoxService<Bytes, Bytes, Error>) -> Self {
+        Self::erased(service)
+    }
+}
+
+impl fmt::Debug for PayloadService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.inner {
+            Payload::Erased(_) => "PayloadService",
+            Payload::Client(_) => "PayloadService(client)",
+            Payload::Server(_) => "PayloadService(server)",
+        })
+    }
+}
+
+impl Service<Bytes> for PayloadService {
+    type Response = Bytes;
+    type Error = Error;
+
+    async fn call(&self, cx: &mut Context, req: Bytes) -> Result<Bytes, Error> {
+        match &self.inner {
+            Payload::Erased(s) => s.inner.call_boxed(cx, req).await,
+            Payload::Client(invoker) => invoker.call(cx, req).await,
+            Payload::Server(router) => router.call(cx, req).await,
+        }
+    }
+}
+
+type WrapPayload = dyn Fn(PayloadService) -> PayloadService + Send + Sync;
+
+/// The layer type of client and server middleware: wraps a [`PayloadService`] in another.
+#[derive(Clone)]
+pub struct PayloadLayer {
+    f: Arc<WrapPayload>,
+}
+
+impl PayloadLayer {
+    /// Erases the type of `layer`.
+    ///
+    /// ```
+    /// use gannet_core::service::{service_fn, Layer, PayloadLayer, PayloadService};
+    /// // A layer that puts a service in front of the next one (here: a no-op wrapper).
+    /// #[derive(Clone)]
+    /// struct Passthrough;
+    /// impl Layer<PayloadService> for Passthrough {
+    ///     type Service = PayloadService;
+    ///     fn layer(self, inner: PayloadService) -> PayloadService {
+    ///         inner
+    ///     }
+    /// }
+    /// let layer = PayloadLayer::new(Passthrough);
+    /// let svc = layer.layer(service_fn(|_, req| async move { Ok(req) }));
+    /// # let _ = svc;
+    /// ```
+    pub fn new<L>(layer: L) -> Self
+    where
+        L: Layer<PayloadService> + Clone + Send + Sync + 'static,
+        L::Service: Service<Bytes, Response = Bytes, Error = Error> + 'static,
+    {
+        Self {
+            f: Arc::new(move |inner| PayloadService::new(layer.clone().layer(inner))),
+        }
+    }
+}
+
+impl fmt::Debug for PayloadLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PayloadLayer")
+    }
+}
+
+impl Layer<PayloadService> for PayloadLayer {
+    type Service = PayloadService;
+    fn layer(self, inner: PayloadService) -> PayloadService {
+        (self.f)(inner)
+    }
+}
 
 /// The function type [`layer_fn`] takes: the context, the request and the next service in,
 /// the response future out.
@@ -218,18 +356,21 @@ where
         + 'static,
 {
     let f: Arc<MiddlewareFn> = Arc::new(f);
-    BoxLayer {
-        f: Arc::new(move |inner| BoxService {
-            inner: Arc::new(FnService {
-                f: f.clone(),
-                next: inner,
-            }),
+    PayloadLayer {
+        f: Arc::new(move |inner| {
+            PayloadService::erased(BoxService {
+                inner: Arc::new(FnService {
+                    f: f.clone(),
+                    next: inner,
+                }),
+            })
         }),
     }
 }
 
 /// The service a [`layer_fn`] builds. It is erased directly (not through [`Service`]), so a call
-/// allocates only the future the function returns.
+/// allocates only the future the function returns (which holds the next service's future
+/// inline when that is the chain's bottom).
 struct FnService {
     f: Arc<MiddlewareFn>,
     next: PayloadService,
@@ -267,7 +408,7 @@ where
             (self.0)(cx, req)
         }
     }
-    BoxService::new(ServiceFn(f))
+    PayloadService::new(ServiceFn(f))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::*;
 use gannet_core::discovery::{Instance, MemoryRegistry, StaticResolver};
 use gannet_core::loadbalance::{ConsistentHash, PowerOfTwoChoices, WeightedRandom};
-use gannet_core::{Client, Context, ErrorKind, MetaInfo, Tracer};
+use gannet_core::service::{Layer, PayloadLayer, PayloadService, layer_fn};
+use gannet_core::{Client, Context, ErrorKind, MetaInfo, Service, Tracer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_call_round_trips() {
@@ -344,6 +345,109 @@ async fn tracers_start_in_order_and_finish_in_reverse_seeing_errors() {
             "outer finish remote",
         ]
     );
+    server.shutdown().await.unwrap();
+}
+
+/// A typed layer that hands the next service through unchanged.
+#[derive(Clone)]
+struct Passthrough;
+
+impl Layer<PayloadService> for Passthrough {
+    type Service = PayloadService;
+    fn layer(self, inner: PayloadService) -> PayloadService {
+        inner
+    }
+}
+
+/// A middleware that records the method on the way in and the outcome on the way out.
+fn recording(name: &'static str, rec: Arc<Recorder>) -> PayloadLayer {
+    layer_fn(move |cx, req, next| {
+        let rec = rec.clone();
+        Box::pin(async move {
+            let method = cx.method().to_string();
+            rec.0.lock().unwrap().push(format!("{name} in {method}"));
+            let res = next.call(cx, req).await;
+            let outcome = res
+                .as_ref()
+                .map_or_else(|e| e.kind().to_string(), |_| "ok".into());
+            rec.0.lock().unwrap().push(format!("{name} out {outcome}"));
+            res
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middleware_wraps_both_ends_in_order_and_sees_errors() {
+    init_tracing();
+    let rec = Arc::new(Recorder::default());
+    let (b, hits) = echo_server("layered", "s1");
+    let server = b
+        .layer(recording("server-outer", rec.clone()))
+        .layer(PayloadLayer::new(Passthrough))
+        .layer(recording("server-inner", rec.clone()))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder("layered")
+        .address(server.local_addr())
+        .layer(recording("client-outer", rec.clone()))
+        .layer(PayloadLayer::new(Passthrough))
+        .layer(recording("client-inner", rec.clone()))
+        .build()
+        .unwrap();
+    let reply: Echo = client.call("Echo", &echo("x")).await.unwrap();
+    assert_eq!(reply.text, "x");
+    let err = client
+        .call::<_, Echo>("Missing", &echo("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Remote);
+    assert_eq!(hits.get(), 1, "only the known method reached the handler");
+    let seen = rec.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "client-outer in Echo",
+            "client-inner in Echo",
+            "server-outer in Echo",
+            "server-inner in Echo",
+            "server-inner out ok",
+            "server-outer out ok",
+            "client-inner out ok",
+            "client-outer out ok",
+            "client-outer in Missing",
+            "client-inner in Missing",
+            "server-outer in Missing",
+            "server-inner in Missing",
+            "server-inner out remote",
+            "server-outer out remote",
+            "client-inner out remote",
+            "client-outer out remote",
+        ]
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_only_pass_through_layers_still_calls() {
+    init_tracing();
+    let (b, hits) = echo_server("passthrough", "s1");
+    let server = b
+        .layer(PayloadLayer::new(Passthrough))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder("passthrough")
+        .address(server.local_addr())
+        .layer(PayloadLayer::new(Passthrough))
+        .build()
+        .unwrap();
+    let reply: Echo = client.call("Echo", &echo("through")).await.unwrap();
+    assert_eq!(
+        (reply.text.as_str(), reply.served_by.as_str()),
+        ("through", "s1")
+    );
+    assert_eq!(hits.get(), 1);
     server.shutdown().await.unwrap();
 }
 

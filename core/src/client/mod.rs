@@ -30,7 +30,7 @@ use crate::discovery::{DiscoveryCache, Instance, Resolver, StaticResolver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::loadbalance::{LoadBalancer, WeightedRoundRobin};
 use crate::policy::{CircuitBreakerConfig, CircuitBreakers, ClientPolicies};
-use crate::service::{Layer, PayloadLayer, PayloadService, Service};
+use crate::service::{BoxService, Layer, PayloadLayer, PayloadService, Service};
 use crate::suite::ClientSuite;
 use crate::tracer::{Tracer, Tracers};
 
@@ -262,16 +262,16 @@ impl<C> ClientBuilder<C> {
             connections_per_instance: self.connections_per_instance,
             max_frame_size: self.max_frame_size,
         });
+        // Without middleware the invoker is called directly (no boxed future per call).
         let chain = if self.layers.is_empty() {
             None
         } else {
-            let bottom = PayloadService::new(invoker.clone());
-            Some(
-                self.layers
-                    .into_iter()
-                    .rev()
-                    .fold(bottom, |s, l| l.layer(s)),
-            )
+            let bottom = PayloadService::client(invoker.clone());
+            self.layers
+                .into_iter()
+                .rev()
+                .fold(bottom, |s, l| l.layer(s))
+                .into_top()
         };
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -290,7 +290,7 @@ struct ClientInner {
     caller: FastStr,
     service: FastStr,
     invoker: Invoker,
-    chain: Option<PayloadService>,
+    chain: Option<BoxService<Bytes, Bytes, Error>>,
     tracers: Tracers,
 }
 
@@ -397,16 +397,16 @@ impl<C> Client<C> {
         let traced = !inner.tracers.is_empty();
         cx.rpc_info.stats.request_size = payload.len();
         if traced {
-            cx.rpc_info.stats.start = Some(crate::clock::now());
+            cx.rpc_info.stats.start = Some(crate::clock::Timestamp::now());
             inner.tracers.start(cx);
         }
         let res = match &inner.chain {
-            Some(chain) => chain.call(cx, payload).await,
+            Some(chain) => chain.call_dyn(cx, payload).await,
             None => inner.invoker.call(cx, payload).await,
         };
         if traced {
             let stats = &mut cx.rpc_info.stats;
-            stats.end = Some(crate::clock::now());
+            stats.end = Some(crate::clock::Timestamp::now());
             match &res {
                 Ok(p) => stats.response_size = p.len(),
                 Err(e) => stats.error = Some(e.clone()),

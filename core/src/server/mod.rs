@@ -38,7 +38,7 @@ use crate::context::{Context, MetaInfo};
 use crate::error::{Error, ErrorKind, Result, code};
 use crate::policy::{Limiter, ServerPolicies};
 use crate::registry::{NoopRegistry, Registry, RegistryInfo};
-use crate::service::{Layer, PayloadLayer, PayloadService, Service};
+use crate::service::{BoxService, Layer, PayloadLayer, PayloadService, Service};
 use crate::suite::ServerSuite;
 use crate::tracer::{Tracer, Tracers};
 
@@ -262,13 +262,16 @@ impl ServerBuilder {
             handlers: self.handlers.into_iter().collect(),
         });
         // Without middleware the router is called directly (no boxed future per call).
-        let chain = (!self.layers.is_empty()).then(|| {
-            let bottom = PayloadService::new(SharedRouter(router.clone()));
-            self.layers
-                .into_iter()
-                .rev()
-                .fold(bottom, |s, l| l.layer(s))
-        });
+        let chain = (!self.layers.is_empty())
+            .then(|| {
+                let bottom = PayloadService::server(SharedRouter(router.clone()));
+                self.layers
+                    .into_iter()
+                    .rev()
+                    .fold(bottom, |s, l| l.layer(s))
+                    .into_top()
+            })
+            .flatten();
         let inner = Arc::new(ServerInner {
             service: self.service.clone(),
             router,
@@ -364,7 +367,7 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 pub(crate) struct ServerInner {
     service: FastStr,
     router: Arc<Router>,
-    chain: Option<PayloadService>,
+    chain: Option<BoxService<Bytes, Bytes, Error>>,
     tracers: Tracers,
     policies: Arc<ServerPolicies>,
     max_frame_size: usize,
@@ -494,7 +497,8 @@ struct Router {
 }
 
 /// The router at the bottom of a middleware chain.
-struct SharedRouter(Arc<Router>);
+#[derive(Clone)]
+pub(crate) struct SharedRouter(Arc<Router>);
 
 impl Service<Bytes> for SharedRouter {
     type Response = Bytes;
@@ -539,17 +543,17 @@ impl ServerInner {
         }
         let traced = !self.tracers.is_empty();
         if traced {
-            cx.rpc_info.stats.start = Some(crate::clock::now());
+            cx.rpc_info.stats.start = Some(crate::clock::Timestamp::now());
             cx.rpc_info.stats.request_size = payload.len();
             self.tracers.start(cx);
         }
         let res = match &self.chain {
-            Some(chain) => chain.call(cx, payload).await,
+            Some(chain) => chain.call_dyn(cx, payload).await,
             None => self.router.call(cx, payload).await,
         };
         if traced {
             let stats = &mut cx.rpc_info.stats;
-            stats.end = Some(crate::clock::now());
+            stats.end = Some(crate::clock::Timestamp::now());
             match &res {
                 Ok(p) => stats.response_size = p.len(),
                 Err(e) => stats.error = Some(e.clone()),

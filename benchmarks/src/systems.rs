@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use gannet_core::discovery::{Instance, Resolver};
 use gannet_core::loadbalance::WeightedRoundRobin;
-use gannet_core::service::layer_fn;
-use gannet_core::{Client, Context, Server, Tracer};
+use gannet_core::service::{PayloadLayer, PayloadService};
+use gannet_core::{Client, Context, Layer, Server, Service, Tracer};
 use gannet_observability::Observability;
 
 use crate::{BoxError, pb, raw, thrift};
@@ -100,17 +100,45 @@ impl Tracer for CountingTracer {
     }
 }
 
-fn counting_layer(counter: Arc<AtomicU64>) -> gannet_core::service::PayloadLayer {
-    layer_fn(move |cx, req, next| {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move {
-            let res = gannet_core::Service::call(next, cx, req).await;
-            if let Err(e) = &res {
-                eprintln!("echo call failed: {e}");
-            }
-            res
-        })
-    })
+/// The ecosystem case's middleware: counts calls and reports failures. Written as a typed
+/// [`Layer`] (the way to write middleware without a per-call allocation); a
+/// [`layer_fn`](gannet_core::service::layer_fn) closure boxes its future on every call.
+#[derive(Debug, Clone, Default)]
+struct CountingLayer(Arc<AtomicU64>);
+
+impl Layer<PayloadService> for CountingLayer {
+    type Service = Counting;
+    fn layer(self, inner: PayloadService) -> Counting {
+        Counting {
+            calls: self.0,
+            inner,
+        }
+    }
+}
+
+/// The service [`CountingLayer`] builds.
+#[derive(Debug)]
+struct Counting {
+    calls: Arc<AtomicU64>,
+    inner: PayloadService,
+}
+
+impl Service<Bytes> for Counting {
+    type Response = Bytes;
+    type Error = gannet_core::Error;
+
+    async fn call(&self, cx: &mut Context, req: Bytes) -> gannet_core::Result<Bytes> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let res = self.inner.call(cx, req).await;
+        if let Err(e) = &res {
+            eprintln!("echo call failed: {e}");
+        }
+        res
+    }
+}
+
+fn counting_layer() -> PayloadLayer {
+    PayloadLayer::new(CountingLayer::default())
 }
 
 const POLICIES_TIMEOUT: &str = r#"{"*": {"rpc_timeout_ms": 5000, "conn_timeout_ms": 1000}}"#;
@@ -200,9 +228,7 @@ pub async fn start_server(system: System) -> Result<(SocketAddr, ServerHandle), 
                 .bind(loopback())
                 .handler("Echo", |req: EchoMessage| async move { Ok(req) });
             if system != System::Gannet {
-                b = b
-                    .tracer(CountingTracer::default())
-                    .layer(counting_layer(Arc::default()));
+                b = b.tracer(CountingTracer::default()).layer(counting_layer());
             }
             if system == System::GannetOtel {
                 install_observability();
@@ -319,7 +345,7 @@ impl Caller {
                     .resolver(OneAddress(addr))
                     .load_balancer(WeightedRoundRobin::new())
                     .tracer(CountingTracer::default())
-                    .layer(counting_layer(Arc::default()));
+                    .layer(counting_layer());
                 if system == System::GannetOtel {
                     install_observability();
                     b = b.suite(Observability::default());

@@ -36,6 +36,7 @@ pub mod codec;
 pub mod context;
 pub mod discovery;
 pub mod error;
+mod inline;
 pub mod loadbalance;
 pub mod policy;
 pub mod registry;

@@ -10,8 +10,15 @@
 //!
 //! Layers apply in the order they are added: the first layer added is the outermost, the first to
 //! see a request and the last to see its response.
+//!
+//! Two ways to write middleware: [`layer_fn`] (a closure returning a boxed future: short, and one
+//! allocation per call), or a typed [`Layer`] whose service implements [`Service`], erased with
+//! [`PayloadLayer::new`]. A chain of typed layers costs no allocation per call: the client and
+//! server keep the chain's future inside the call's own future when it fits (1 KiB, enough for
+//! the client's invoker under a few layers) and box it only when it does not.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,6 +26,7 @@ use futures::future::BoxFuture;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::inline::{InlineFuture, Slot};
 
 /// An asynchronous function from a request to a response, with the call's [`Context`].
 pub trait Service<Req>: Send + Sync {
@@ -78,6 +86,14 @@ impl<S, Inner: Layer<S>, Outer: Layer<Inner::Service>> Layer<S> for Stack<Inner,
 
 trait DynService<Req, Resp, E>: Send + Sync {
     fn call_boxed<'a>(&'a self, cx: &'a mut Context, req: Req) -> BoxFuture<'a, Result<Resp, E>>;
+
+    /// Like `call_boxed`, but the future goes into `slot` when it fits.
+    fn call_in<'s, 'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+        slot: Pin<&'s mut Slot<'a, Result<Resp, E>>>,
+    ) -> InlineFuture<'s, 'a, Result<Resp, E>>;
 }
 
 impl<S, Req> DynService<Req, S::Response, S::Error> for S
@@ -91,6 +107,15 @@ where
         req: Req,
     ) -> BoxFuture<'a, Result<S::Response, S::Error>> {
         Box::pin(self.call(cx, req))
+    }
+
+    fn call_in<'s, 'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+        slot: Pin<&'s mut Slot<'a, Result<S::Response, S::Error>>>,
+    ) -> InlineFuture<'s, 'a, Result<S::Response, S::Error>> {
+        InlineFuture::new(slot, self.call(cx, req))
     }
 }
 
@@ -113,13 +138,12 @@ impl<Req, Resp, E> BoxService<Req, Resp, E> {
 }
 
 impl<Req, Resp, E> BoxService<Req, Resp, E> {
-    /// The erased service's own future, not wrapped in another state machine.
-    pub(crate) fn call_dyn<'a>(
-        &'a self,
-        cx: &'a mut Context,
-        req: Req,
-    ) -> BoxFuture<'a, Result<Resp, E>> {
-        self.inner.call_boxed(cx, req)
+    /// Calls the erased service with its future stored in this call's own future when it fits
+    /// (no allocation), for the top of a client's or server's chain. Not for nested services:
+    /// every level would carry a slot of its own.
+    pub(crate) async fn call_inline(&self, cx: &mut Context, req: Req) -> Result<Resp, E> {
+        let slot = std::pin::pin!(Slot::new());
+        self.inner.call_in(cx, req, slot).await
     }
 }
 
@@ -383,6 +407,16 @@ impl DynService<Bytes, Bytes, Error> for FnService {
         req: Bytes,
     ) -> BoxFuture<'a, Result<Bytes, Error>> {
         (self.f)(cx, req, &self.next)
+    }
+
+    fn call_in<'s, 'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Bytes,
+        _slot: Pin<&'s mut Slot<'a, Result<Bytes, Error>>>,
+    ) -> InlineFuture<'s, 'a, Result<Bytes, Error>> {
+        // The function boxed its future already.
+        InlineFuture::heap((self.f)(cx, req, &self.next))
     }
 }
 

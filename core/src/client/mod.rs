@@ -401,7 +401,7 @@ impl<C> Client<C> {
             inner.tracers.start(cx);
         }
         let res = match &inner.chain {
-            Some(chain) => chain.call_dyn(cx, payload).await,
+            Some(chain) => chain.call_inline(cx, payload).await,
             None => inner.invoker.call(cx, payload).await,
         };
         if traced {

@@ -13,9 +13,10 @@
 //!
 //! Two ways to write middleware: [`layer_fn`] (a closure returning a boxed future: short, and one
 //! allocation per call), or a typed [`Layer`] whose service implements [`Service`], erased with
-//! [`PayloadLayer::new`]. A chain of typed layers costs no allocation per call: the client and
-//! server keep the chain's future inside the call's own future when it fits (1 KiB, enough for
-//! the client's invoker under a few layers) and box it only when it does not.
+//! [`PayloadLayer::new`]. On the client, a chain of typed layers costs no allocation per call:
+//! the client keeps the chain's future inside the call's own future when it fits (1 KiB, enough
+//! for the invoker under a few layers) and boxes it only when it does not. On the server the
+//! chain's future is boxed once per request.
 
 use std::fmt;
 use std::pin::Pin;
@@ -138,9 +139,20 @@ impl<Req, Resp, E> BoxService<Req, Resp, E> {
 }
 
 impl<Req, Resp, E> BoxService<Req, Resp, E> {
+    /// The erased service's own boxed future, not wrapped in another state machine.
+    pub(crate) fn call_dyn<'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+    ) -> BoxFuture<'a, Result<Resp, E>> {
+        self.inner.call_boxed(cx, req)
+    }
+
     /// Calls the erased service with its future stored in this call's own future when it fits
-    /// (no allocation), for the top of a client's or server's chain. Not for nested services:
-    /// every level would carry a slot of its own.
+    /// (no allocation), for the top of a client's chain. The slot makes the caller's future
+    /// 1 KiB larger, so it is not for nested services (every level would carry one) nor for the
+    /// server, which moves each request's future into a box of its own (a larger future costs
+    /// every request a larger copy, with or without middleware).
     pub(crate) async fn call_inline(&self, cx: &mut Context, req: Req) -> Result<Resp, E> {
         let slot = std::pin::pin!(Slot::new());
         self.inner.call_in(cx, req, slot).await

@@ -548,7 +548,7 @@ impl ServerInner {
             self.tracers.start(cx);
         }
         let res = match &self.chain {
-            Some(chain) => chain.call_inline(cx, payload).await,
+            Some(chain) => chain.call_dyn(cx, payload).await,
             None => self.router.call(cx, payload).await,
         };
         if traced {

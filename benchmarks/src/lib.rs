@@ -65,3 +65,72 @@ pub fn smoke(system: systems::System, requests: u64) -> Result<runner::LoadResul
     }
     Ok(result)
 }
+
+/// Drives `systems` in alternating phases in this process (their servers on one runtime, the
+/// client on another), for the smoke test of the alternating mode.
+///
+/// # Errors
+/// If a system fails to serve or connect, a phase counts no reply, or a call fails.
+pub fn smoke_alternating(systems: &[systems::System]) -> Result<runner::AltResult, BoxError> {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut servers = Vec::new();
+    for system in systems {
+        servers.push(server_rt.block_on(systems::start_server(*system))?);
+    }
+    let cfg = runner::AltConfig {
+        payload: 1024,
+        concurrency: 8,
+        warmup: std::time::Duration::ZERO,
+        phase: std::time::Duration::from_millis(60),
+        lead_in: std::time::Duration::from_millis(10),
+        cycles: 3,
+    };
+    let result = client_rt.block_on(async {
+        let mut callers = Vec::new();
+        for (system, (addr, _)) in systems.iter().zip(&servers) {
+            callers.push(systems::Caller::connect(*system, *addr).await?);
+        }
+        Ok::<_, BoxError>(runner::run_alternating(&callers, cfg, || {}).await)
+    })?;
+    for (_, handle) in servers {
+        server_rt.block_on(handle.stop());
+    }
+    for (system, (r, cycles)) in systems.iter().zip(result.results.iter().zip(&result.cycles)) {
+        if r.requests == 0 || r.errors > 0 || cycles.len() != cfg.cycles {
+            return Err(format!(
+                "{} alternating: {} requests, {} errors (first: {:?}), {} cycles",
+                system.name(),
+                r.requests,
+                r.errors,
+                r.first_error,
+                cycles.len()
+            )
+            .into());
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::systems::System;
+
+    #[test]
+    fn alternating_phases_measure_every_system_in_every_cycle() {
+        let r = super::smoke_alternating(&[System::Gannet, System::RawTcp]).unwrap();
+        assert_eq!(r.results.len(), 2);
+        for (res, cycles) in r.results.iter().zip(&r.cycles) {
+            assert!(cycles.iter().all(|q| *q > 0.0), "{cycles:?}");
+            // Three measured phases of 50 ms each, give or take the timer.
+            assert!(res.seconds > 0.1 && res.seconds < 1.0, "{}", res.seconds);
+            assert_eq!(res.errors, 0);
+        }
+    }
+}

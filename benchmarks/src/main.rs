@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gannet_benchmarks::report::{self, Case, Row, RunInfo};
-use gannet_benchmarks::runner::{self, LoadConfig, LoadResult};
+use gannet_benchmarks::runner::{self, AltResult, LoadConfig, LoadResult};
 use gannet_benchmarks::systems::{Caller, System, start_server};
 use gannet_benchmarks::{BoxError, sysstat};
 
@@ -35,6 +35,9 @@ struct CaseSpec {
     payload: usize,
     concurrency: usize,
     systems: &'static [System],
+    /// Measure the systems in alternating short phases from one client process (for ratios
+    /// too close for separate runs on a noisy machine) instead of in separate runs.
+    alternate: bool,
 }
 
 const PEERS: &[System] = &[System::Gannet, System::Tonic, System::Volo, System::RawTcp];
@@ -46,6 +49,7 @@ const CASES: &[CaseSpec] = &[
         payload: 1024,
         concurrency: 100,
         systems: PEERS,
+        alternate: false,
     },
     CaseSpec {
         name: "echo-1k-c1000",
@@ -53,6 +57,7 @@ const CASES: &[CaseSpec] = &[
         payload: 1024,
         concurrency: 1000,
         systems: PEERS,
+        alternate: false,
     },
     CaseSpec {
         name: "echo-16k-c100",
@@ -60,6 +65,7 @@ const CASES: &[CaseSpec] = &[
         payload: 16 * 1024,
         concurrency: 100,
         systems: PEERS,
+        alternate: false,
     },
     CaseSpec {
         name: "ecosystem-1k-c100",
@@ -72,6 +78,7 @@ const CASES: &[CaseSpec] = &[
             System::GannetGoverned,
             System::GannetOtel,
         ],
+        alternate: true,
     },
 ];
 
@@ -100,6 +107,7 @@ fn main() {
     let res = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("load") => load(&args[1..]),
+        Some("load-alt") => load_alt(&args[1..]),
         Some("idle-conns") => idle_conns(&args[1..]),
         Some("--help" | "-h") => {
             println!("{USAGE}");
@@ -216,6 +224,151 @@ fn load(args: &[String]) -> Result<(), BoxError> {
         println!("RESULT {}", serde_json::to_string(&result)?);
         Ok(())
     })
+}
+
+/// Each system's QPS per round (or per cycle), `None` for a failed one.
+type RoundsQps = Vec<(String, Vec<Option<f64>>)>;
+
+/// The length of one system's phase in an alternating case.
+const PHASE: Duration = Duration::from_millis(250);
+
+/// `load-alt PAYLOAD CONCURRENCY WARMUP_MS PHASE_MS CYCLES THREADS SYSTEM=ADDR...`: drives the
+/// systems in alternating phases ([`runner::run_alternating`]); prints `MEASURING` when the
+/// warm-up is over and `RESULT {json}` at the end.
+fn load_alt(args: &[String]) -> Result<(), BoxError> {
+    let [
+        payload,
+        concurrency,
+        warmup,
+        phase,
+        cycles,
+        threads,
+        targets @ ..,
+    ] = args
+    else {
+        return Err("load-alt needs 6 arguments and at least one SYSTEM=ADDR".into());
+    };
+    let targets = targets
+        .iter()
+        .map(|t| {
+            let (s, a) = t.split_once('=').ok_or("targets are SYSTEM=ADDR")?;
+            let system = System::parse(s).ok_or("unknown system")?;
+            Ok::<_, BoxError>((system, a.parse::<SocketAddr>()?))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if targets.is_empty() {
+        return Err("load-alt needs at least one SYSTEM=ADDR".into());
+    }
+    let phase = Duration::from_millis(phase.parse()?);
+    let cfg = runner::AltConfig {
+        payload: payload.parse()?,
+        concurrency: concurrency.parse()?,
+        warmup: Duration::from_millis(warmup.parse()?),
+        phase,
+        lead_in: (phase / 10).min(Duration::from_millis(25)),
+        cycles: cycles.parse::<usize>()?.max(1),
+    };
+    runtime(threads.parse()?).block_on(async {
+        let mut callers = Vec::with_capacity(targets.len());
+        for (system, addr) in targets {
+            callers.push(Caller::connect(system, addr).await?);
+        }
+        let result = runner::run_alternating(&callers, cfg, || println!("MEASURING")).await;
+        println!("RESULT {}", serde_json::to_string(&result)?);
+        Ok(())
+    })
+}
+
+/// Runs an alternating case: every system's server in its own process (pinned like the
+/// others), one client process driving them in turn. Returns the rows and each system's QPS per
+/// cycle.
+fn run_alternating_case(
+    o: &Options,
+    spec: &CaseSpec,
+    systems: &[System],
+) -> (Vec<Row>, RoundsQps) {
+    let cycles = ((o.duration.as_secs_f64() * o.rounds as f64) / PHASE.as_secs_f64())
+        .ceil()
+        .max(2.0) as usize;
+    let outcome = (|| -> Result<(AltResult, Vec<(f64, u64)>), BoxError> {
+        let mut servers = Vec::with_capacity(systems.len());
+        for system in systems {
+            servers.push(start_server_process(o, *system)?);
+        }
+        let pids: Vec<String> = servers.iter().map(|(k, _)| k.0.id().to_string()).collect();
+        let mut client = Killed(
+            command(o, "1")
+                .args([
+                    "load-alt".to_string(),
+                    spec.payload.to_string(),
+                    spec.concurrency.to_string(),
+                    o.warmup.as_millis().to_string(),
+                    PHASE.as_millis().to_string(),
+                    cycles.to_string(),
+                    o.threads.to_string(),
+                ])
+                .args(
+                    systems
+                        .iter()
+                        .zip(&servers)
+                        .map(|(s, (_, addr))| format!("{}={addr}", s.name())),
+                )
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+        let stdout = client.0.stdout.take().ok_or("no client stdout")?;
+        let cpu = |pid: &String| sysstat::cpu_seconds(pid).unwrap_or(0.0);
+        let mut cpu0 = vec![0.0; pids.len()];
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if line == "MEASURING" {
+                cpu0 = pids.iter().map(cpu).collect();
+            } else if let Some(json) = line.strip_prefix("RESULT ") {
+                let servers = pids
+                    .iter()
+                    .zip(&cpu0)
+                    .map(|(pid, c0)| (cpu(pid) - c0, sysstat::peak_rss_kib(pid).unwrap_or(0)))
+                    .collect();
+                return Ok((serde_json::from_str(json)?, servers));
+            }
+        }
+        Err("the client ended without a result".into())
+    })();
+    match outcome {
+        Ok((alt, servers)) => {
+            let rows = systems
+                .iter()
+                .zip(alt.results)
+                .zip(servers)
+                .map(|((s, result), (cpu, rss))| Row {
+                    system: s.name().to_string(),
+                    result: Some(result),
+                    server_cpu_s: cpu,
+                    server_peak_rss_kib: rss,
+                    failure: None,
+                })
+                .collect();
+            let rounds = systems
+                .iter()
+                .zip(alt.cycles)
+                .map(|(s, q)| (s.name().to_string(), q.into_iter().map(Some).collect()))
+                .collect();
+            (rows, rounds)
+        }
+        Err(e) => {
+            let rows = systems
+                .iter()
+                .map(|s| Row {
+                    system: s.name().to_string(),
+                    result: None,
+                    server_cpu_s: 0.0,
+                    server_peak_rss_kib: 0,
+                    failure: Some(e.to_string()),
+                })
+                .collect();
+            (rows, Vec::new())
+        }
+    }
 }
 
 /// `idle-conns ADDR N`: opens N Gannet connections to ADDR and prints the resident memory
@@ -398,9 +551,9 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
         setup: format!(
             "Each server and each client is its own process with a multi-thread tokio runtime of \
              {} worker thread(s){}; every system runs in the same run, one after the other, in {} \
-             interleaved rounds; each row is the system's median-QPS round (the QPS column \
-             shows the range over all rounds). Warm-up {:?} (not measured), then {:?} measured \
-             or {} replies, whichever first. Latency from `hdrhistogram` on the client. \
+             interleaved rounds (every other round in reverse order); each row is the system's \
+             median-QPS round (the QPS column shows the range over all rounds). Warm-up {:?} \
+             (not measured), then {:?} measured or {} replies, whichever first. Latency from `hdrhistogram` on the client. \
              Loopback only.",
             o.threads,
             if o.pin {
@@ -421,6 +574,7 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
             title: spec.title.to_string(),
             rows: Vec::new(),
             rounds: Vec::new(),
+            method: None,
         };
         let systems: Vec<System> = spec
             .systems
@@ -428,41 +582,26 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
             .copied()
             .filter(|s| o.systems.contains(s))
             .collect();
-        // Rounds interleave the systems, so a slow spell of the machine hits all of them.
-        let mut runs: Vec<Vec<Row>> = vec![Vec::new(); systems.len()];
-        for round in 1..=o.rounds {
-            for (i, system) in systems.iter().enumerate() {
-                eprintln!(
-                    "{} round {round}/{}: {} ...",
-                    spec.name,
-                    o.rounds,
-                    system.name()
-                );
-                let row = run_one(&o, spec, *system);
-                match (&row.result, &row.failure) {
-                    (Some(r), _) => {
-                        eprintln!(
-                            "  {:.0} QPS, p99 {} µs, {} errors",
-                            r.qps, r.p99_us, r.errors
-                        )
-                    }
-                    (None, f) => eprintln!("  failed: {f:?}"),
-                }
-                runs[i].push(row);
-            }
-        }
-        case.rounds = systems
-            .iter()
-            .zip(&runs)
-            .map(|(s, rows)| {
-                let qps = rows
+        if spec.alternate {
+            eprintln!(
+                "{}: {} in alternating {:?} phases ...",
+                spec.name,
+                systems
                     .iter()
-                    .map(|r| r.result.as_ref().map(|x| x.qps))
-                    .collect();
-                (s.name().to_string(), qps)
-            })
-            .collect();
-        case.rows = runs.into_iter().map(median_row).collect();
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                PHASE
+            );
+            let (rows, rounds) = run_alternating_case(&o, spec, &systems);
+            case.rows = rows;
+            case.rounds = rounds;
+            case.method = Some(alternating_method(&o));
+        } else {
+            let (rows, rounds) = run_rounds(&o, spec, &systems);
+            case.rows = rows;
+            case.rounds = rounds;
+        }
         report::write_case(&o.out, &case, &info)?;
         println!("{}", report::table(&case));
         cases.push(case);
@@ -472,6 +611,78 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
     std::fs::write(o.out.join("README.md"), &summary)?;
     println!("{summary}");
     Ok(())
+}
+
+/// Runs a case in rounds of separate runs, each system in its own server and client processes.
+/// Returns each system's median round and its QPS per round.
+fn run_rounds(
+    o: &Options,
+    spec: &CaseSpec,
+    systems: &[System],
+) -> (Vec<Row>, RoundsQps) {
+    // Rounds interleave the systems, so a slow spell of the machine hits all of them; every
+    // other round runs them in reverse, so a drift within a round favours no one.
+    let mut runs: Vec<Vec<Row>> = vec![Vec::new(); systems.len()];
+    for round in 1..=o.rounds {
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let system = &systems[i];
+            eprintln!(
+                "{} round {round}/{}: {} ...",
+                spec.name,
+                o.rounds,
+                system.name()
+            );
+            let row = run_one(o, spec, *system);
+            match (&row.result, &row.failure) {
+                (Some(r), _) => {
+                    eprintln!(
+                        "  {:.0} QPS, p99 {} µs, {} errors",
+                        r.qps, r.p99_us, r.errors
+                    )
+                }
+                (None, f) => eprintln!("  failed: {f:?}"),
+            }
+            runs[i].push(row);
+        }
+    }
+    let rounds = systems
+        .iter()
+        .zip(&runs)
+        .map(|(s, rows)| {
+            let qps = rows
+                .iter()
+                .map(|r| r.result.as_ref().map(|x| x.qps))
+                .collect();
+            (s.name().to_string(), qps)
+        })
+        .collect();
+    (runs.into_iter().map(median_row).collect(), rounds)
+}
+
+fn alternating_method(o: &Options) -> String {
+    format!(
+        "Every system's server is its own process with a multi-thread tokio runtime of {} worker \
+         thread(s), and one client process drives them in turn{}: phases of {:?} (the first \
+         {:?} of each not measured), every cycle giving each system one phase, every other cycle \
+         in reverse order, {:?} of warm-up phases first; so systems are compared a few hundred \
+         milliseconds apart rather than seconds. Each row sums the system's measured phases \
+         (the QPS column shows the range over cycles); client CPU is the client process's over \
+         the system's phases; client peak RSS is the one client process's. Latency from \
+         `hdrhistogram` on the client. Loopback only.",
+        o.threads,
+        if o.pin {
+            ", the servers pinned to CPU 0 and the client to CPU 1 (`taskset`)"
+        } else {
+            ", not pinned"
+        },
+        PHASE,
+        (PHASE / 10).min(Duration::from_millis(25)),
+        o.warmup,
+    )
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -631,5 +842,12 @@ fn smoke() -> Result<(), BoxError> {
             r.p99_us
         );
     }
+    let alt = gannet_benchmarks::smoke_alternating(&[System::Gannet, System::GannetEcosystem])?;
+    println!(
+        "alternating gannet/gannet-ecosystem: {} + {} requests in {} cycles",
+        alt.results[0].requests,
+        alt.results[1].requests,
+        alt.cycles[0].len()
+    );
     Ok(())
 }

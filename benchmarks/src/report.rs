@@ -33,6 +33,8 @@ pub struct Case {
     pub rows: Vec<Row>,
     /// Each system's QPS in every round, in round order (`None` for a failed round).
     pub rounds: Vec<(String, Vec<Option<f64>>)>,
+    /// How this case was measured, when not as the run's setup says.
+    pub method: Option<String>,
 }
 
 impl Case {
@@ -140,7 +142,9 @@ pub fn write_case(dir: &Path, case: &Case, info: &RunInfo) -> Result<(), crate::
     let _ = writeln!(
         md,
         "Run {} on {}.\n\n{}\n",
-        info.date, info.machine, info.setup
+        info.date,
+        info.machine,
+        case.method.as_deref().unwrap_or(&info.setup)
     );
     md.push_str(&table(case));
     let _ = writeln!(md, "\n![QPS and p99 per system]({}.svg)", case.name);

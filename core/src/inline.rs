@@ -95,14 +95,17 @@ enum Where<'s, 'a, T> {
 }
 
 impl<'s, 'a, T> InlineFuture<'s, 'a, T> {
-    /// Puts `fut` into `slot` if it fits and the slot is empty, else on the heap.
-    pub(crate) fn new<F>(mut slot: Pin<&'s mut Slot<'a, T>>, fut: F) -> Self
+    /// Puts the future `make` returns into `slot` if it fits and the slot is empty, else on the
+    /// heap. Taking a constructor rather than the future lets the compiler build it in place
+    /// instead of building it on the stack and copying it in.
+    #[inline(always)]
+    pub(crate) fn new<F>(mut slot: Pin<&'s mut Slot<'a, T>>, make: impl FnOnce() -> F) -> Self
     where
         F: Future<Output = T> + Send + 'a,
     {
         let fits = size_of::<F>() <= SLOT_BYTES && align_of::<F>() <= align_of::<Storage>();
         if !fits || slot.occupant.is_some() {
-            return Self::heap(Box::pin(fut));
+            return Self::heap(Box::pin(make()));
         }
         // SAFETY: we only write into the storage and set `occupant`; nothing is moved out of
         // the pinned slot.
@@ -110,7 +113,7 @@ impl<'s, 'a, T> InlineFuture<'s, 'a, T> {
         let p = s.storage.0.as_mut_ptr().cast::<F>();
         // SAFETY: the storage is large and aligned enough for `F` (checked above) and holds no
         // live value (the slot is empty).
-        unsafe { p.write(fut) };
+        unsafe { p.write(make()) };
         let erased: *mut Erased<'a, T> = p;
         s.occupant = NonNull::new(erased);
         Self {
@@ -190,7 +193,7 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let guard = CountDrop(drops.clone());
         let slot = pin!(Slot::new());
-        let fut = InlineFuture::new(slot, async move {
+        let fut = InlineFuture::new(slot, || async move {
             tokio::task::yield_now().await;
             let _g = guard;
             7
@@ -204,7 +207,7 @@ mod tests {
     async fn large_futures_go_to_the_heap() {
         let big = [1u8; SLOT_BYTES * 2];
         let slot = pin!(Slot::new());
-        let fut = InlineFuture::new(slot, async move {
+        let fut = InlineFuture::new(slot, || async move {
             tokio::task::yield_now().await;
             big.iter().map(|&b| usize::from(b)).sum::<usize>()
         });
@@ -217,14 +220,14 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let guard = CountDrop(drops.clone());
         let mut slot = pin!(Slot::<()>::new());
-        let fut = InlineFuture::new(slot.as_mut(), async move {
+        let fut = InlineFuture::new(slot.as_mut(), || async move {
             let _g = guard;
             std::future::pending::<()>().await;
         });
         drop(fut);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         // The slot is empty again and can take another future.
-        let again = InlineFuture::new(slot.as_mut(), async {});
+        let again = InlineFuture::new(slot.as_mut(), || async {});
         assert!(again.is_inline());
     }
 
@@ -234,7 +237,7 @@ mod tests {
         let guard = CountDrop(drops.clone());
         {
             let mut slot = pin!(Slot::<()>::new());
-            let mut fut = InlineFuture::new(slot.as_mut(), async move {
+            let mut fut = InlineFuture::new(slot.as_mut(), || async move {
                 let _g = guard;
                 std::future::pending::<()>().await;
             });
@@ -243,7 +246,7 @@ mod tests {
             assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
             std::mem::forget(fut);
             // An occupied slot sends the next future to the heap instead of overwriting.
-            let next = InlineFuture::new(slot.as_mut(), async {});
+            let next = InlineFuture::new(slot.as_mut(), || async {});
             assert!(!next.is_inline());
             assert_eq!(drops.load(Ordering::SeqCst), 0);
         }

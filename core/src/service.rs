@@ -116,7 +116,7 @@ where
         req: Req,
         slot: Pin<&'s mut Slot<'a, Result<S::Response, S::Error>>>,
     ) -> InlineFuture<'s, 'a, Result<S::Response, S::Error>> {
-        InlineFuture::new(slot, self.call(cx, req))
+        InlineFuture::new(slot, || self.call(cx, req))
     }
 }
 

@@ -178,8 +178,8 @@ impl Invoker {
             .admit_method(&inner.cfg.policies.circuit_break, method)?;
         inner.cfg.breakers.admit_instance(&mut ticket, addr)?;
         let (rpc_timeout, connect_timeout) = {
-            let table = inner.cfg.policies.timeout.load();
-            let p = table.lookup(method);
+            let table = inner.cfg.policies.timeout.load_active();
+            let p = table.as_ref().and_then(|t| t.lookup(method));
             (
                 cx.rpc_info
                     .config
@@ -451,7 +451,11 @@ impl Service<Bytes> for Invoker {
 
     async fn call(&self, cx: &mut Context, payload: Bytes) -> Result<Bytes> {
         let policies = &self.inner.cfg.policies;
-        if policies.degradation.load().should_drop() {
+        if policies
+            .degradation
+            .load_enabled()
+            .is_some_and(|d| d.should_drop())
+        {
             return Err(Error::new(
                 ErrorKind::Degraded,
                 format!(
@@ -462,12 +466,10 @@ impl Service<Bytes> for Invoker {
             ));
         }
         // Hold the table (one reference count) rather than cloning the policy per call.
-        let retry = {
-            let table = policies.retry.load();
-            table
-                .is_active()
-                .then(|| arc_swap::Guard::into_inner(table))
-        };
+        let retry = policies
+            .retry
+            .load_active()
+            .map(arc_swap::Guard::into_inner);
         let policy = retry.as_deref().and_then(|t| t.lookup(cx.method()));
         let mut failure = None;
         if let Some(r) = policy {

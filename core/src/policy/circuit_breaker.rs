@@ -289,7 +289,8 @@ impl CircuitBreakers {
             method: None,
             instance: None,
         };
-        if let Some(cfg) = table.load().lookup(method).copied() {
+        let cfg = table.load_active().and_then(|t| t.lookup(method).copied());
+        if let Some(cfg) = cfg {
             let b = self.methods.get_or_insert_with(method, Breaker::default);
             match b.admit(&cfg) {
                 Some(a) => ticket.method = Some((b, cfg, a)),
@@ -306,7 +307,9 @@ impl CircuitBreakers {
 
     /// Whether the instance at `addr` may take a call now (without admitting it).
     pub(crate) fn instance_open(&self, addr: &SocketAddr) -> bool {
-        let cfg = self.instance_config.load();
+        let Some(cfg) = self.instance_config.load_enabled() else {
+            return false;
+        };
         cfg.enable
             && self.instances.get(addr).is_some_and(|b| {
                 b.state() == BreakerState::Open
@@ -321,7 +324,9 @@ impl CircuitBreakers {
         ticket: &mut BreakerTicket,
         addr: SocketAddr,
     ) -> Result<()> {
-        let cfg = **self.instance_config.load();
+        let Some(cfg) = self.instance_config.load_enabled().map(|c| **c) else {
+            return Ok(());
+        };
         if !cfg.enable {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -41,6 +41,10 @@ struct Active {
 /// The server's limiter; swap its config at run time with [`Limiter::store`].
 pub struct Limiter {
     active: ArcSwap<Active>,
+    /// Whether a QPS limit is in force: requests skip the config's load while none is.
+    qps_limited: AtomicBool,
+    /// Serialises writers, so `qps_limited` describes the last config stored.
+    write: std::sync::Mutex<()>,
     connections: AtomicUsize,
 }
 
@@ -51,6 +55,8 @@ impl Default for Limiter {
                 config: LimitConfig::default(),
                 qps: None,
             }),
+            qps_limited: AtomicBool::new(false),
+            write: std::sync::Mutex::new(()),
             connections: AtomicUsize::new(0),
         }
     }
@@ -95,7 +101,10 @@ impl Limiter {
         config.validate()?;
         let qps = NonZeroU32::new(config.qps_limit as u32)
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let limited = qps.is_some();
         self.active.store(Arc::new(Active { config, qps }));
+        self.qps_limited.store(limited, Ordering::Release);
         Ok(())
     }
 
@@ -109,6 +118,9 @@ impl Limiter {
 
     /// Takes one request from the QPS budget.
     pub(crate) fn check_qps(&self) -> bool {
+        if !self.qps_limited.load(Ordering::Acquire) {
+            return true;
+        }
         match &self.active.load().qps {
             Some(l) => l.check().is_ok(),
             None => true,

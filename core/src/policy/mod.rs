@@ -14,7 +14,8 @@ pub mod retry;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -120,12 +121,19 @@ impl<T: Policy> PolicyTable<T> {
 /// ```
 pub struct PolicyHolder<T> {
     table: ArcSwap<PolicyTable<T>>,
+    /// Whether the table in force has any entry: calls skip the table's load while it has
+    /// none (the common case of a policy nobody set).
+    active: AtomicBool,
+    /// Serialises writers, so `active` always describes the last table stored.
+    write: Mutex<()>,
 }
 
 impl<T: Policy> Default for PolicyHolder<T> {
     fn default() -> Self {
         Self {
             table: ArcSwap::from_pointee(PolicyTable::default()),
+            active: AtomicBool::new(false),
+            write: Mutex::new(()),
         }
     }
 }
@@ -144,6 +152,21 @@ impl<T: Policy> PolicyHolder<T> {
         self.table.load()
     }
 
+    /// The current table if it has any entry; `None` (without loading it) if it has none.
+    pub(crate) fn load_active(&self) -> Option<arc_swap::Guard<Arc<PolicyTable<T>>>> {
+        self.active
+            .load(Ordering::Acquire)
+            .then(|| self.table.load())
+    }
+
+    fn replace(&self, update: impl FnOnce(&PolicyTable<T>) -> PolicyTable<T>) {
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let table = update(&self.table.load());
+        let active = table.is_active();
+        self.table.store(Arc::new(table));
+        self.active.store(active, Ordering::Release);
+    }
+
     /// Validates `methods` and swaps them in.
     ///
     /// # Errors
@@ -155,7 +178,7 @@ impl<T: Policy> PolicyHolder<T> {
                 Error::new(ErrorKind::Config, format!("method {m:?}: {}", e.message()))
             })?;
         }
-        self.table.store(Arc::new(PolicyTable::new(methods)));
+        self.replace(|_| PolicyTable::new(methods));
         Ok(())
     }
 
@@ -166,9 +189,9 @@ impl<T: Policy> PolicyHolder<T> {
     pub fn set(&self, method: impl Into<String>, policy: T) -> Result<()> {
         policy.validate()?;
         let method = method.into();
-        self.table.rcu(|t| {
+        self.replace(|t| {
             let mut methods = t.methods.clone();
-            methods.insert(method.clone(), policy.clone());
+            methods.insert(method, policy);
             PolicyTable::new(methods)
         });
         Ok(())
@@ -176,7 +199,7 @@ impl<T: Policy> PolicyHolder<T> {
 
     /// Removes every entry: the built-in default applies again.
     pub fn clear(&self) {
-        self.table.store(Arc::new(PolicyTable::default()));
+        self.replace(|_| PolicyTable::default());
     }
 }
 
@@ -204,12 +227,19 @@ pub fn parse_json<T: DeserializeOwned>(json: &str) -> Result<T> {
 /// A swappable single policy value (not per method).
 pub struct Swappable<T> {
     value: ArcSwap<T>,
+    /// Whether the value in force is enabled: calls skip its load while it is not.
+    enabled: AtomicBool,
+    /// Serialises writers, so `enabled` always describes the last value stored.
+    write: Mutex<()>,
 }
 
 impl<T: Policy + Default> Default for Swappable<T> {
     fn default() -> Self {
+        let value = T::default();
         Self {
-            value: ArcSwap::from_pointee(T::default()),
+            enabled: AtomicBool::new(value.is_enabled()),
+            value: ArcSwap::from_pointee(value),
+            write: Mutex::new(()),
         }
     }
 }
@@ -232,8 +262,18 @@ impl<T: Policy> Swappable<T> {
     /// A [`Config`](ErrorKind::Config) error if it fails validation; the value in force stays.
     pub fn store(&self, value: T) -> Result<()> {
         value.validate()?;
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let enabled = value.is_enabled();
         self.value.store(Arc::new(value));
+        self.enabled.store(enabled, Ordering::Release);
         Ok(())
+    }
+
+    /// The current value if it is enabled; `None` (without loading it) if it is not.
+    pub(crate) fn load_enabled(&self) -> Option<arc_swap::Guard<Arc<T>>> {
+        self.enabled
+            .load(Ordering::Acquire)
+            .then(|| self.value.load())
     }
 }
 
@@ -331,6 +371,51 @@ pub struct ServerPolicies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_skip_tables_and_values_nobody_enabled_and_see_them_once_set() {
+        let holder = PolicyHolder::<TimeoutConfig>::default();
+        assert!(holder.load_active().is_none(), "an empty table is skipped");
+        holder
+            .set(
+                "Echo",
+                TimeoutConfig {
+                    rpc_timeout_ms: 10,
+                    conn_timeout_ms: 0,
+                },
+            )
+            .unwrap();
+        let t = holder.load_active().expect("a set entry is seen");
+        assert_eq!(t.lookup("Echo").unwrap().rpc_timeout_ms, 10);
+        holder.clear();
+        assert!(holder.load_active().is_none(), "cleared again");
+        holder.set_json(r#"{"*": {"rpc_timeout_ms": 5}}"#).unwrap();
+        assert!(holder.load_active().is_some());
+        // A refused update leaves the table, and its flag, as they were.
+        assert!(holder.set_json("{").is_err());
+        assert!(holder.load_active().is_some());
+
+        let breakers = PolicyHolder::<CircuitBreakerConfig>::default();
+        breakers
+            .set_json(r#"{"Echo": {"enable": false, "err_rate": 0.5, "min_sample": 10}}"#)
+            .unwrap();
+        assert!(
+            breakers.load_active().is_none(),
+            "a table of disabled entries has nothing to apply"
+        );
+
+        let degradation = Swappable::<DegradationConfig>::default();
+        assert!(degradation.load_enabled().is_none());
+        degradation
+            .store(DegradationConfig {
+                enable: true,
+                percentage: 100,
+            })
+            .unwrap();
+        assert!(degradation.load_enabled().is_some_and(|d| d.should_drop()));
+        degradation.store(DegradationConfig::default()).unwrap();
+        assert!(degradation.load_enabled().is_none());
+    }
 
     #[test]
     fn disabled_method_entry_falls_back_to_wildcard_then_default() {

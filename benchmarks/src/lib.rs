@@ -102,7 +102,10 @@ pub fn smoke_alternating(systems: &[systems::System]) -> Result<runner::AltResul
     for (_, handle) in servers {
         server_rt.block_on(handle.stop());
     }
-    for (system, (r, cycles)) in systems.iter().zip(result.results.iter().zip(&result.cycles)) {
+    for (system, (r, cycles)) in systems
+        .iter()
+        .zip(result.results.iter().zip(&result.cycles))
+    {
         if r.requests == 0 || r.errors > 0 || cycles.len() != cfg.cycles {
             return Err(format!(
                 "{} alternating: {} requests, {} errors (first: {:?}), {} cycles",

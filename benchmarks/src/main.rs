@@ -282,11 +282,7 @@ fn load_alt(args: &[String]) -> Result<(), BoxError> {
 /// Runs an alternating case: every system's server in its own process (pinned like the
 /// others), one client process driving them in turn. Returns the rows and each system's QPS per
 /// cycle.
-fn run_alternating_case(
-    o: &Options,
-    spec: &CaseSpec,
-    systems: &[System],
-) -> (Vec<Row>, RoundsQps) {
+fn run_alternating_case(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Vec<Row>, RoundsQps) {
     let cycles = ((o.duration.as_secs_f64() * o.rounds as f64) / PHASE.as_secs_f64())
         .ceil()
         .max(2.0) as usize;
@@ -615,11 +611,7 @@ fn orchestrate(o: Options) -> Result<(), BoxError> {
 
 /// Runs a case in rounds of separate runs, each system in its own server and client processes.
 /// Returns each system's median round and its QPS per round.
-fn run_rounds(
-    o: &Options,
-    spec: &CaseSpec,
-    systems: &[System],
-) -> (Vec<Row>, RoundsQps) {
+fn run_rounds(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Vec<Row>, RoundsQps) {
     // Rounds interleave the systems, so a slow spell of the machine hits all of them; every
     // other round runs them in reverse, so a drift within a round favours no one.
     let mut runs: Vec<Vec<Row>> = vec![Vec::new(); systems.len()];
@@ -708,7 +700,8 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
         s,
         "\n## Targets\n\nRatios between systems are the median over rounds of their QPS in the same \
          round (systems in one round run back to back, so they share the machine's state); the \
-         lowest and highest round are in brackets.\n\n| target | measured | met |\n|---|---|---|"
+         lowest and highest round are in brackets. The ecosystem case's rounds are its 250 ms \
+         alternation cycles.\n\n| target | measured | met |\n|---|---|---|"
     );
     let qps = |case: &str, sys: &str| {
         cases

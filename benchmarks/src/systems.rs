@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gannet_core::discovery::{Instance, Resolver};
+use gannet_core::discovery::{DiscoveryCache, Instance, Resolver};
 use gannet_core::loadbalance::WeightedRoundRobin;
 use gannet_core::service::{PayloadLayer, PayloadService};
 use gannet_core::{Client, Context, Layer, Server, Service, Tracer};
@@ -341,8 +341,11 @@ impl Caller {
         Ok(match system {
             System::Gannet => Caller::Gannet(Client::builder("echo").address(addr).build()?),
             System::GannetEcosystem | System::GannetGoverned | System::GannetOtel => {
+                // A cache of its own: the global one shares a watch per resolver name and
+                // target, which would hand every system in one process the first one's address.
                 let mut b = Client::builder("echo")
                     .resolver(OneAddress(addr))
+                    .discovery_cache(DiscoveryCache::new(Duration::from_secs(60)))
                     .load_balancer(WeightedRoundRobin::new())
                     .tracer(CountingTracer::default())
                     .layer(counting_layer());

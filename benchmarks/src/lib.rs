@@ -26,20 +26,21 @@ pub mod thrift {
 /// The error type of the benchmark harness.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A multi-thread tokio runtime with one worker, as each side of a benchmark gets.
+fn one_worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
 /// Runs `requests` echo calls through `system` in this process (server and client on two
 /// runtimes of their own), for the smoke test that keeps the benchmark from rotting.
 ///
 /// # Errors
 /// If the system fails to serve, connect, or answer every call correctly.
 pub fn smoke(system: systems::System, requests: u64) -> Result<runner::LoadResult, BoxError> {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let (server_rt, client_rt) = (one_worker_runtime()?, one_worker_runtime()?);
     let (addr, handle) = server_rt.block_on(systems::start_server(system))?;
     let result = client_rt.block_on(async {
         let caller = systems::Caller::connect(system, addr).await?;
@@ -72,14 +73,7 @@ pub fn smoke(system: systems::System, requests: u64) -> Result<runner::LoadResul
 /// # Errors
 /// If a system fails to serve or connect, a phase counts no reply, or a call fails.
 pub fn smoke_alternating(systems: &[systems::System]) -> Result<runner::AltResult, BoxError> {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let (server_rt, client_rt) = (one_worker_runtime()?, one_worker_runtime()?);
     let mut servers = Vec::new();
     for system in systems {
         servers.push(server_rt.block_on(systems::start_server(*system))?);

@@ -61,6 +61,71 @@ const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const DONE: u8 = 2;
 
+type Caught = (Histogram<u64>, u64, Option<String>);
+
+/// Starts `concurrency` closed-loop callers: each calls, waits for the reply and calls again
+/// until `state` is `DONE`; replies that arrive while it is `MEASURE` are recorded and counted
+/// in `measured`.
+fn spawn_callers(
+    caller: &Caller,
+    payload: &Bytes,
+    concurrency: usize,
+    state: &Arc<AtomicU8>,
+    measured: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Caught>> {
+    (0..concurrency)
+        .map(|_| {
+            let (caller, state, measured, payload) = (
+                caller.clone(),
+                state.clone(),
+                measured.clone(),
+                payload.clone(),
+            );
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+                let (mut errors, mut first_error) = (0u64, None);
+                while state.load(Ordering::Relaxed) != DONE {
+                    let t0 = Instant::now();
+                    let res = caller.call(&payload).await;
+                    if state.load(Ordering::Relaxed) != MEASURE {
+                        continue;
+                    }
+                    match res {
+                        Ok(n) if n == payload.len() => {
+                            let _ = hist.record((t0.elapsed().as_micros() as u64).max(1));
+                            measured.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(n) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| {
+                                format!("echo of {n} bytes, sent {}", payload.len())
+                            });
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (hist, errors, first_error)
+            })
+        })
+        .collect()
+}
+
+/// Waits for the callers and merges what they recorded.
+async fn join_callers(tasks: Vec<tokio::task::JoinHandle<Caught>>) -> Caught {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let (mut errors, mut first_error) = (0, None);
+    for t in tasks {
+        let (h, e, f) = t.await.expect("load task");
+        hist.add(h).expect("same bounds");
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    (hist, errors, first_error)
+}
+
 /// Runs the load; `on_measure` is called when the measured phase starts.
 ///
 /// # Panics
@@ -69,47 +134,7 @@ pub async fn run(caller: Caller, cfg: LoadConfig, on_measure: impl FnOnce()) -> 
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let measured = Arc::new(AtomicU64::new(0));
     let payload = Bytes::from(vec![b'x'; cfg.payload]);
-    let mut tasks = Vec::with_capacity(cfg.concurrency);
-    for _ in 0..cfg.concurrency {
-        let (caller, phase, measured, payload) = (
-            caller.clone(),
-            phase.clone(),
-            measured.clone(),
-            payload.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let (mut errors, mut first_error) = (0u64, None);
-            loop {
-                let p = phase.load(Ordering::Relaxed);
-                if p == DONE {
-                    break;
-                }
-                let t0 = Instant::now();
-                let res = caller.call(&payload).await;
-                if phase.load(Ordering::Relaxed) != MEASURE {
-                    continue;
-                }
-                match res {
-                    Ok(n) if n == payload.len() => {
-                        let _ = hist.record((t0.elapsed().as_micros() as u64).max(1));
-                        measured.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(n) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| {
-                            format!("echo of {n} bytes, sent {}", payload.len())
-                        });
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            (hist, errors, first_error)
-        }));
-    }
+    let tasks = spawn_callers(&caller, &payload, cfg.concurrency, &phase, &measured);
     tokio::time::sleep(cfg.warmup).await;
     on_measure();
     phase.store(MEASURE, Ordering::Relaxed);
@@ -120,14 +145,7 @@ pub async fn run(caller: Caller, cfg: LoadConfig, on_measure: impl FnOnce()) -> 
     let elapsed = start.elapsed();
     let requests = measured.load(Ordering::Relaxed);
     phase.store(DONE, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let (mut errors, mut first_error) = (0, None);
-    for t in tasks {
-        let (h, e, f) = t.await.expect("load task");
-        hist.add(h).expect("same bounds");
-        errors += e;
-        first_error = first_error.or(f);
-    }
+    let (hist, errors, first_error) = join_callers(tasks).await;
     LoadResult {
         requests,
         errors,
@@ -186,43 +204,7 @@ struct Phase {
 async fn phase(caller: &Caller, payload: &Bytes, cfg: &AltConfig) -> Phase {
     let state = Arc::new(AtomicU8::new(WARMUP));
     let measured = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(cfg.concurrency);
-    for _ in 0..cfg.concurrency {
-        let (caller, state, measured, payload) = (
-            caller.clone(),
-            state.clone(),
-            measured.clone(),
-            payload.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let (mut errors, mut first_error) = (0u64, None);
-            while state.load(Ordering::Relaxed) != DONE {
-                let t0 = Instant::now();
-                let res = caller.call(&payload).await;
-                if state.load(Ordering::Relaxed) != MEASURE {
-                    continue;
-                }
-                match res {
-                    Ok(n) if n == payload.len() => {
-                        let _ = hist.record((t0.elapsed().as_micros() as u64).max(1));
-                        measured.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(n) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| {
-                            format!("echo of {n} bytes, sent {}", payload.len())
-                        });
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            (hist, errors, first_error)
-        }));
-    }
+    let tasks = spawn_callers(caller, payload, cfg.concurrency, &state, &measured);
     tokio::time::sleep(cfg.lead_in).await;
     let cpu0 = crate::sysstat::cpu_seconds("self").unwrap_or(0.0);
     state.store(MEASURE, Ordering::Relaxed);
@@ -232,14 +214,7 @@ async fn phase(caller: &Caller, payload: &Bytes, cfg: &AltConfig) -> Phase {
     state.store(DONE, Ordering::Relaxed);
     let seconds = start.elapsed().as_secs_f64();
     let cpu_s = crate::sysstat::cpu_seconds("self").unwrap_or(0.0) - cpu0;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let (mut errors, mut first_error) = (0, None);
-    for t in tasks {
-        let (h, e, f) = t.await.expect("load task");
-        hist.add(h).expect("same bounds");
-        errors += e;
-        first_error = first_error.or(f);
-    }
+    let (hist, errors, first_error) = join_callers(tasks).await;
     Phase {
         requests,
         seconds,

@@ -528,3 +528,24 @@ async fn registers_after_listening_with_the_advertised_address() {
     assert_eq!(log[2], "register 10.1.2.3:9999 listening=false");
     assert_eq!(log[3], "deregister 10.1.2.3:9999");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_one_service_at_different_fixed_addresses_each_call_their_own() {
+    init_tracing();
+    let (a, _) = echo_server("same-name", "a");
+    let (b, _) = echo_server("same-name", "b");
+    let (a, b) = (a.start().await.unwrap(), b.start().await.unwrap());
+    let to_a = Client::builder("same-name")
+        .address(a.local_addr())
+        .build()
+        .unwrap();
+    let to_b = Client::builder("same-name")
+        .address(b.local_addr())
+        .build()
+        .unwrap();
+    let ra: Echo = to_a.call("Echo", &echo("x")).await.unwrap();
+    let rb: Echo = to_b.call("Echo", &echo("x")).await.unwrap();
+    assert_eq!((ra.served_by.as_str(), rb.served_by.as_str()), ("a", "b"));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -4,28 +4,30 @@
 //! the hot path). A middleware chain is erased (`Arc<dyn …>`), so calling it returns a future of
 //! a type the caller cannot name; the usual answer, `Box::pin`, costs a `malloc`/`free` pair and
 //! a copy per call. Here the caller lends a [`Slot`] (a fixed-size, aligned buffer, pinned inside
-//! the caller's future) and the erased service writes its future into it when it fits; when it
+//! the caller's future) and the erased service builds its future in it when it fits; when it
 //! does not, it is boxed as before.
 //!
 //! Why this is sound:
-//! - a future is written into a slot only while the slot is pinned and empty, and the slot
-//!   records it (`occupant`) with its real type erased into a `dyn Future` pointer;
+//! - a future is written into a slot only while the slot is pinned and empty; the slot records
+//!   it as two functions monomorphised for its type (`poll` and `drop` in place), never as a
+//!   pointer: every access derives the future's address afresh from the slot it is reached
+//!   through, so no pointer outlives the borrow it came from;
 //! - the slot is `!Unpin`, so once pinned its memory stays put until it is dropped;
 //! - the occupant is dropped in place exactly once: by the [`InlineFuture`] that polls it, or,
 //!   if that handle was leaked, by the slot's own `Drop`, before the slot's memory goes away. So
 //!   `Pin`'s drop guarantee holds for the occupant even under `mem::forget`;
-//! - the occupant's lifetime `'a` appears in the slot's type and the slot has a `Drop` impl, so
-//!   the borrow checker keeps every borrow the occupant holds alive until the slot is dropped.
+//! - the occupant's lifetime `'a` appears (invariantly) in the slot's type and the slot has a
+//!   `Drop` impl, so the borrow checker keeps every borrow the occupant holds alive until the
+//!   slot is dropped.
 #![expect(
     unsafe_code,
     reason = "in-place type erasure of futures on the call path; audited here only"
 )]
 
 use std::future::Future;
-use std::marker::PhantomPinned;
+use std::marker::{PhantomData, PhantomPinned};
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::pin::Pin;
-use std::ptr::NonNull;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::future::BoxFuture;
@@ -33,46 +35,73 @@ use futures::future::BoxFuture;
 /// Bytes a slot holds: a client invoker's future (~660 bytes) under a few typed middlewares.
 pub(crate) const SLOT_BYTES: usize = 1024;
 
-type Erased<'a, T> = dyn Future<Output = T> + Send + 'a;
-
 /// The storage of a slot, aligned for any future up to 16-byte alignment.
 #[repr(C, align(16))]
 struct Storage(MaybeUninit<[u8; SLOT_BYTES]>);
 
+/// How to poll and drop the future in a slot, for its concrete type.
+struct Occupant<T> {
+    poll: unsafe fn(*mut u8, &mut TaskContext<'_>) -> Poll<T>,
+    drop: unsafe fn(*mut u8),
+}
+
+/// Polls the `F` at `data`.
+///
+/// # Safety
+/// `data` points to a live, pinned `F` that nothing else accesses meanwhile.
+unsafe fn poll_in_place<F: Future>(data: *mut u8, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+    // SAFETY: the caller's contract.
+    unsafe { Pin::new_unchecked(&mut *data.cast::<F>()) }.poll(cx)
+}
+
+/// Drops the `F` at `data`.
+///
+/// # Safety
+/// `data` points to a live `F` that is never used again.
+unsafe fn drop_in_place<F>(data: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { data.cast::<F>().drop_in_place() }
+}
+
 /// Room for one future of output `T` borrowing for `'a`.
 ///
 /// `occupant` comes first on purpose: with the uninitialised storage first, LLVM merges
-/// "storage: anything, occupant: zero" into one `memset` of the whole slot per call.
+/// "storage: anything, occupant: none" into one `memset` of the whole slot per call.
 #[repr(C)]
 pub(crate) struct Slot<'a, T> {
-    occupant: Option<NonNull<Erased<'a, T>>>,
+    occupant: Option<Occupant<T>>,
     storage: Storage,
+    _borrows: PhantomData<fn(&'a ()) -> &'a ()>,
     _pinned: PhantomPinned,
 }
-
-// SAFETY: the occupant is a `Send` future (the erased type says so) owned by the slot alone.
-unsafe impl<T: Send> Send for Slot<'_, T> {}
 
 impl<T> Slot<'_, T> {
     /// An empty slot; pin it (`std::pin::pin!`) to lend it.
     #[inline(always)]
     pub(crate) fn new() -> Self {
         Self {
-            storage: Storage(MaybeUninit::uninit()),
             occupant: None,
+            storage: Storage(MaybeUninit::uninit()),
+            _borrows: PhantomData,
             _pinned: PhantomPinned,
+        }
+    }
+
+    /// Drops the occupant, if any, and leaves the slot empty.
+    fn evict(&mut self) {
+        if let Some(o) = self.occupant.take() {
+            let data = self.storage.0.as_mut_ptr().cast::<u8>();
+            // SAFETY: the occupant was written into this storage by `InlineFuture::new` and not
+            // dropped since (it is taken out of `occupant` here, once); the slot has not moved
+            // (it is `!Unpin` and was pinned when the occupant was written).
+            unsafe { (o.drop)(data) };
         }
     }
 }
 
 impl<T> Drop for Slot<'_, T> {
     fn drop(&mut self) {
-        if let Some(p) = self.occupant.take() {
-            // SAFETY: the occupant was written into this slot and not dropped yet (its handle
-            // would have taken it out); the slot never moved since (it is `!Unpin` and was
-            // pinned when the occupant was written).
-            unsafe { p.as_ptr().drop_in_place() };
-        }
+        self.evict();
     }
 }
 
@@ -107,15 +136,16 @@ impl<'s, 'a, T> InlineFuture<'s, 'a, T> {
         if !fits || slot.occupant.is_some() {
             return Self::heap(Box::pin(make()));
         }
-        // SAFETY: we only write into the storage and set `occupant`; nothing is moved out of
-        // the pinned slot.
+        // SAFETY: we write into the storage and set `occupant`; nothing moves out of the pinned
+        // slot.
         let s = unsafe { slot.as_mut().get_unchecked_mut() };
-        let p = s.storage.0.as_mut_ptr().cast::<F>();
         // SAFETY: the storage is large and aligned enough for `F` (checked above) and holds no
         // live value (the slot is empty).
-        unsafe { p.write(make()) };
-        let erased: *mut Erased<'a, T> = p;
-        s.occupant = NonNull::new(erased);
+        unsafe { s.storage.0.as_mut_ptr().cast::<F>().write(make()) };
+        s.occupant = Some(Occupant {
+            poll: poll_in_place::<F>,
+            drop: drop_in_place::<F>,
+        });
         Self {
             inner: Where::Slot(slot),
         }
@@ -142,12 +172,17 @@ impl<T> Future for InlineFuture<'_, '_, T> {
         // `InlineFuture` is `Unpin`: it holds a pinned reference or a pinned box.
         match &mut self.get_mut().inner {
             Where::Heap(f) => f.as_mut().poll(cx),
-            Where::Slot(slot) => match slot.occupant {
-                // SAFETY: the occupant lives in the pinned slot and is dropped only through it,
-                // so it never moves while we hold this pinned reference.
-                Some(p) => unsafe { Pin::new_unchecked(&mut *p.as_ptr()) }.poll(cx),
-                None => unreachable!("an inline future's slot holds it until it is dropped"),
-            },
+            Where::Slot(slot) => {
+                // SAFETY: polling moves nothing out of the pinned slot.
+                let s = unsafe { slot.as_mut().get_unchecked_mut() };
+                let Some(o) = &s.occupant else {
+                    unreachable!("an inline future's slot holds it until the handle drops")
+                };
+                let data = s.storage.0.as_mut_ptr().cast::<u8>();
+                // SAFETY: the occupant lives in this pinned storage (written by `new`, dropped
+                // only through `evict`), and `s` is the only access to it right now.
+                unsafe { (o.poll)(data, cx) }
+            }
         }
     }
 }
@@ -155,12 +190,8 @@ impl<T> Future for InlineFuture<'_, '_, T> {
 impl<T> Drop for InlineFuture<'_, '_, T> {
     fn drop(&mut self) {
         if let Where::Slot(slot) = &mut self.inner {
-            // SAFETY: taking the occupant out moves nothing out of the pinned slot.
-            let s = unsafe { slot.as_mut().get_unchecked_mut() };
-            if let Some(p) = s.occupant.take() {
-                // SAFETY: written by `new`, not dropped before (we took it out of `occupant`).
-                unsafe { p.as_ptr().drop_in_place() };
-            }
+            // SAFETY: evicting drops the occupant in place; nothing moves out of the slot.
+            unsafe { slot.as_mut().get_unchecked_mut() }.evict();
         }
     }
 }

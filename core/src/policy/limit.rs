@@ -2,9 +2,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arc_swap::ArcSwap;
+use super::Gated;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
@@ -40,23 +40,21 @@ struct Active {
 
 /// The server's limiter; swap its config at run time with [`Limiter::store`].
 pub struct Limiter {
-    active: ArcSwap<Active>,
-    /// Whether a QPS limit is in force: requests skip the config's load while none is.
-    qps_limited: AtomicBool,
-    /// Serialises writers, so `qps_limited` describes the last config stored.
-    write: std::sync::Mutex<()>,
+    /// On while a QPS limit is in force.
+    active: Gated<Active>,
     connections: AtomicUsize,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
         Self {
-            active: ArcSwap::from_pointee(Active {
-                config: LimitConfig::default(),
-                qps: None,
-            }),
-            qps_limited: AtomicBool::new(false),
-            write: std::sync::Mutex::new(()),
+            active: Gated::new(
+                Active {
+                    config: LimitConfig::default(),
+                    qps: None,
+                },
+                false,
+            ),
             connections: AtomicUsize::new(0),
         }
     }
@@ -101,10 +99,8 @@ impl Limiter {
         config.validate()?;
         let qps = NonZeroU32::new(config.qps_limit as u32)
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
-        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let limited = qps.is_some();
-        self.active.store(Arc::new(Active { config, qps }));
-        self.qps_limited.store(limited, Ordering::Release);
+        self.active.update(|_| (Active { config, qps }, limited));
         Ok(())
     }
 
@@ -118,13 +114,9 @@ impl Limiter {
 
     /// Takes one request from the QPS budget.
     pub(crate) fn check_qps(&self) -> bool {
-        if !self.qps_limited.load(Ordering::Acquire) {
-            return true;
-        }
-        match &self.active.load().qps {
-            Some(l) => l.check().is_ok(),
-            None => true,
-        }
+        self.active
+            .load_if_on()
+            .is_none_or(|a| a.qps.as_ref().is_none_or(|l| l.check().is_ok()))
     }
 
     /// Connections currently open.

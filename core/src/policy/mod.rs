@@ -106,6 +106,44 @@ impl<T: Policy> PolicyTable<T> {
     }
 }
 
+/// A swappable value with a flag saying whether it is worth loading: calls skip the load while
+/// the flag is off (the common case of a policy nobody set). Writers are serialised, so the
+/// flag always describes the last value stored; a store becomes visible to calls at the flag's
+/// release store, as it does at the `ArcSwap` store.
+pub(crate) struct Gated<T> {
+    value: ArcSwap<T>,
+    on: AtomicBool,
+    write: Mutex<()>,
+}
+
+impl<T> Gated<T> {
+    pub(crate) fn new(value: T, on: bool) -> Self {
+        Self {
+            value: ArcSwap::from_pointee(value),
+            on: AtomicBool::new(on),
+            write: Mutex::new(()),
+        }
+    }
+
+    /// The current value, whether the flag is on or not.
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<T>> {
+        self.value.load()
+    }
+
+    /// The current value if the flag is on; `None` (without loading it) if it is off.
+    pub(crate) fn load_if_on(&self) -> Option<arc_swap::Guard<Arc<T>>> {
+        self.on.load(Ordering::Acquire).then(|| self.value.load())
+    }
+
+    /// Replaces the value with what `update` makes of the current one, and sets the flag.
+    pub(crate) fn update(&self, update: impl FnOnce(&T) -> (T, bool)) {
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let (value, on) = update(&self.value.load());
+        self.value.store(Arc::new(value));
+        self.on.store(on, Ordering::Release);
+    }
+}
+
 /// A swappable per-method policy table.
 ///
 /// ```
@@ -120,20 +158,14 @@ impl<T: Policy> PolicyTable<T> {
 /// assert_eq!(holder.load().lookup("Echo").unwrap().rpc_timeout_ms, 1000);
 /// ```
 pub struct PolicyHolder<T> {
-    table: ArcSwap<PolicyTable<T>>,
-    /// Whether the table in force has any entry: calls skip the table's load while it has
-    /// none (the common case of a policy nobody set).
-    active: AtomicBool,
-    /// Serialises writers, so `active` always describes the last table stored.
-    write: Mutex<()>,
+    /// On while the table has an entry in force.
+    table: Gated<PolicyTable<T>>,
 }
 
 impl<T: Policy> Default for PolicyHolder<T> {
     fn default() -> Self {
         Self {
-            table: ArcSwap::from_pointee(PolicyTable::default()),
-            active: AtomicBool::new(false),
-            write: Mutex::new(()),
+            table: Gated::new(PolicyTable::default(), false),
         }
     }
 }
@@ -154,17 +186,15 @@ impl<T: Policy> PolicyHolder<T> {
 
     /// The current table if it has any entry; `None` (without loading it) if it has none.
     pub(crate) fn load_active(&self) -> Option<arc_swap::Guard<Arc<PolicyTable<T>>>> {
-        self.active
-            .load(Ordering::Acquire)
-            .then(|| self.table.load())
+        self.table.load_if_on()
     }
 
     fn replace(&self, update: impl FnOnce(&PolicyTable<T>) -> PolicyTable<T>) {
-        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let table = update(&self.table.load());
-        let active = table.is_active();
-        self.table.store(Arc::new(table));
-        self.active.store(active, Ordering::Release);
+        self.table.update(|t| {
+            let table = update(t);
+            let active = table.is_active();
+            (table, active)
+        });
     }
 
     /// Validates `methods` and swaps them in.
@@ -226,20 +256,16 @@ pub fn parse_json<T: DeserializeOwned>(json: &str) -> Result<T> {
 
 /// A swappable single policy value (not per method).
 pub struct Swappable<T> {
-    value: ArcSwap<T>,
-    /// Whether the value in force is enabled: calls skip its load while it is not.
-    enabled: AtomicBool,
-    /// Serialises writers, so `enabled` always describes the last value stored.
-    write: Mutex<()>,
+    /// On while the value in force is enabled.
+    value: Gated<T>,
 }
 
 impl<T: Policy + Default> Default for Swappable<T> {
     fn default() -> Self {
         let value = T::default();
+        let enabled = value.is_enabled();
         Self {
-            enabled: AtomicBool::new(value.is_enabled()),
-            value: ArcSwap::from_pointee(value),
-            write: Mutex::new(()),
+            value: Gated::new(value, enabled),
         }
     }
 }
@@ -262,18 +288,14 @@ impl<T: Policy> Swappable<T> {
     /// A [`Config`](ErrorKind::Config) error if it fails validation; the value in force stays.
     pub fn store(&self, value: T) -> Result<()> {
         value.validate()?;
-        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let enabled = value.is_enabled();
-        self.value.store(Arc::new(value));
-        self.enabled.store(enabled, Ordering::Release);
+        self.value.update(|_| (value, enabled));
         Ok(())
     }
 
     /// The current value if it is enabled; `None` (without loading it) if it is not.
     pub(crate) fn load_enabled(&self) -> Option<arc_swap::Guard<Arc<T>>> {
-        self.enabled
-            .load(Ordering::Acquire)
-            .then(|| self.value.load())
+        self.value.load_if_on()
     }
 }
 

@@ -18,6 +18,7 @@
 //! for the invoker under a few layers) and boxes it only when it does not. On the server the
 //! chain's future is boxed once per request.
 
+use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -342,7 +343,22 @@ impl PayloadLayer {
         L::Service: Service<Bytes, Response = Bytes, Error = Error> + 'static,
     {
         Self {
-            f: Arc::new(move |inner| PayloadService::new(layer.clone().layer(inner))),
+            f: Arc::new(move |inner| {
+                // A layer whose service already is a `PayloadService` (it hands the next one
+                // through, or picks one) needs no second erasure: that would add a boxed call
+                // per request and hide the chain's bottom from the client and server.
+                let mut svc = Some(layer.clone().layer(inner));
+                if let Some(p) = (&mut svc as &mut dyn Any)
+                    .downcast_mut::<Option<PayloadService>>()
+                    .and_then(Option::take)
+                {
+                    return p;
+                }
+                match svc {
+                    Some(s) => PayloadService::new(s),
+                    None => unreachable!("only a PayloadService is taken out"),
+                }
+            }),
         }
     }
 }
@@ -461,6 +477,28 @@ where
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_layer_returning_a_payload_service_is_not_erased_again() {
+        #[derive(Clone)]
+        struct Passthrough;
+        impl Layer<PayloadService> for Passthrough {
+            type Service = PayloadService;
+            fn layer(self, inner: PayloadService) -> PayloadService {
+                inner
+            }
+        }
+        let inner = service_fn(|_, req| async move { Ok(req) });
+        let Payload::Erased(before) = &inner.inner else {
+            panic!("service_fn erases its function")
+        };
+        let before = Arc::as_ptr(&before.inner).cast::<()>();
+        let out = PayloadLayer::new(Passthrough).layer(inner.clone());
+        let Payload::Erased(after) = &out.inner else {
+            panic!("the same erased service")
+        };
+        assert_eq!(Arc::as_ptr(&after.inner).cast::<()>(), before);
+    }
 
     #[tokio::test]
     async fn layers_apply_in_the_order_added() {

@@ -232,6 +232,11 @@ type RoundsQps = Vec<(String, Vec<Option<f64>>)>;
 /// The length of one system's phase in an alternating case.
 const PHASE: Duration = Duration::from_millis(250);
 
+/// The unmeasured start of a phase of length `phase` (the pipeline filling up).
+fn lead_in(phase: Duration) -> Duration {
+    (phase / 10).min(Duration::from_millis(25))
+}
+
 /// `load-alt PAYLOAD CONCURRENCY WARMUP_MS PHASE_MS CYCLES THREADS SYSTEM=ADDR...`: drives the
 /// systems in alternating phases ([`runner::run_alternating`]); prints `MEASURING` when the
 /// warm-up is over and `RESULT {json}` at the end.
@@ -265,7 +270,7 @@ fn load_alt(args: &[String]) -> Result<(), BoxError> {
         concurrency: concurrency.parse()?,
         warmup: Duration::from_millis(warmup.parse()?),
         phase,
-        lead_in: (phase / 10).min(Duration::from_millis(25)),
+        lead_in: lead_in(phase),
         cycles: cycles.parse::<usize>()?.max(1),
     };
     runtime(threads.parse()?).block_on(async {
@@ -672,7 +677,7 @@ fn alternating_method(o: &Options) -> String {
             ", not pinned"
         },
         PHASE,
-        (PHASE / 10).min(Duration::from_millis(25)),
+        lead_in(PHASE),
         o.warmup,
     )
 }

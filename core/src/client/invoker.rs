@@ -19,6 +19,7 @@ use crate::policy::circuit_breaker::Window;
 use crate::policy::retry::RETRY_TAG;
 use crate::policy::{BackupPolicy, CircuitBreakers, ClientPolicies, FailurePolicy, StopPolicy};
 use crate::service::Service;
+use crate::transport::queue::{Body, Encoded, finish_frame};
 use crate::transport::{CowMap, Pool};
 
 pub(crate) struct InvokerConfig {
@@ -134,19 +135,27 @@ impl Invoker {
                 ),
             ));
         }
-        let mut skip: smallvec::SmallVec<[SocketAddr; 4]> = exclude.iter().copied().collect();
+        // Instances to avoid beyond `exclude`; `exclude` is copied in only once one is found,
+        // so the common case (the first pick is usable) builds nothing.
+        let mut skip: smallvec::SmallVec<[SocketAddr; 4]> = smallvec::SmallVec::new();
         for _ in 0..snap.instances.len().min(8) {
-            let Some(inst) = inner.cfg.lb.pick(cx, &snap, &skip) else {
+            let avoid: &[SocketAddr] = if skip.is_empty() { exclude } else { &skip };
+            let Some(inst) = inner.cfg.lb.pick(cx, &snap, avoid) else {
                 break;
             };
-            if skip.contains(&inst.address) || inner.cfg.breakers.instance_open(&inst.address) {
-                if skip.contains(&inst.address) && !exclude.contains(&inst.address) {
+            let addr = inst.address;
+            let avoided = avoid.contains(&addr);
+            if avoided || inner.cfg.breakers.instance_open(&addr) {
+                if avoided && !exclude.contains(&addr) {
                     break;
                 }
-                skip.push(inst.address);
+                if skip.is_empty() {
+                    skip.extend_from_slice(exclude);
+                }
+                skip.push(addr);
                 continue;
             }
-            return Ok(inst.address);
+            return Ok(addr);
         }
         // Every candidate was excluded or broken: take what the balancer gives without exclusions.
         inner
@@ -166,7 +175,7 @@ impl Invoker {
     async fn send(
         &self,
         cx: &Context,
-        payload: &Bytes,
+        payload: Body<'_>,
         addr: SocketAddr,
         attempt: u32,
     ) -> Result<Bytes> {
@@ -256,7 +265,7 @@ impl Invoker {
         &self,
         cx: &mut Context,
         d: &Discovered,
-        payload: &Bytes,
+        payload: Body<'_>,
         attempt: u32,
         remember: bool,
     ) -> Result<Bytes> {
@@ -309,7 +318,13 @@ impl Invoker {
             }
             attempt += 1;
             let res = self
-                .attempt(cx, d, &payload, attempt, !fp.retry_same_node)
+                .attempt(
+                    cx,
+                    d,
+                    Body::Borrowed(&payload),
+                    attempt,
+                    !fp.retry_same_node,
+                )
                 .await;
             if let Some(w) = &window {
                 w.record(succeeded(&res));
@@ -337,17 +352,19 @@ impl Invoker {
         let cxr: &Context = cx;
         let sent = std::sync::atomic::AtomicU32::new(0);
         let mut inflight = FuturesUnordered::new();
-        let launch =
-            |tried: &mut Vec<SocketAddr>, inflight: &mut FuturesUnordered<_>| -> Result<()> {
-                let addr = self.pick(cxr, d, tried)?;
-                if !bp.retry_same_node {
-                    tried.push(addr);
-                }
-                let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                let payload = &payload;
-                inflight.push(async move { self.send(cxr, payload, addr, attempt).await });
-                Ok(())
-            };
+        let launch = |tried: &mut Vec<SocketAddr>,
+                      inflight: &mut FuturesUnordered<_>|
+         -> Result<()> {
+            let addr = self.pick(cxr, d, tried)?;
+            if !bp.retry_same_node {
+                tried.push(addr);
+            }
+            let attempt = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let payload = &payload;
+            inflight
+                .push(async move { self.send(cxr, Body::Borrowed(payload), addr, attempt).await });
+            Ok(())
+        };
         launch(&mut tried, &mut inflight)?;
         let res = loop {
             let more = sent.load(std::sync::atomic::Ordering::Relaxed) <= stop.max_retry_times
@@ -399,8 +416,8 @@ fn encode_request(
     cx: &Context,
     rpc_timeout: Option<Duration>,
     attempt: u32,
-    payload: &Bytes,
-) -> Result<()> {
+    payload: Body<'_>,
+) -> Result<Encoded> {
     let mut timeout_buf = [0u8; 20];
     let timeout = rpc_timeout.map(|t| format_u64(&mut timeout_buf, t.as_millis() as u64));
     let mut ints: smallvec::SmallVec<[(u16, &[u8]); 6]> = smallvec::smallvec![
@@ -428,7 +445,7 @@ fn encode_request(
             std::str::from_utf8(n).unwrap_or("2"),
         )?;
     }
-    w.finish(payload)
+    finish_frame(w, payload)
 }
 
 /// Formats `n` in decimal into `buf` without allocating.
@@ -482,7 +499,8 @@ impl Service<Bytes> for Invoker {
         }
         let d = self.discovered().await?;
         let Some(fp) = failure else {
-            return self.attempt(cx, d, &payload, 1, false).await;
+            // No retry: the payload goes to the wire as it is (large ones are not copied).
+            return self.attempt(cx, d, Body::Owned(payload), 1, false).await;
         };
         let stop = &fp.stop_policy;
         let retry = Retrying {
@@ -491,7 +509,9 @@ impl Service<Bytes> for Invoker {
             // Read the clock only when the policy bounds the duration.
             started: (stop.max_duration_ms > 0).then(Instant::now),
         };
-        let res = self.attempt(cx, d, &payload, 1, !fp.retry_same_node).await;
+        let res = self
+            .attempt(cx, d, Body::Borrowed(&payload), 1, !fp.retry_same_node)
+            .await;
         if let Some(w) = &retry.window {
             w.record(succeeded(&res));
         }

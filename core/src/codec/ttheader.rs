@@ -89,7 +89,15 @@ impl MessageType {
     }
 }
 
-/// A decoded frame; every field is a zero-copy slice of the read buffer.
+/// Where a header value sits in the frame's bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    at: u32,
+    len: u16,
+}
+
+/// A decoded frame: one shared reference to the frame's bytes, and where each header value and
+/// the payload sit in it. Reading headers copies nothing and touches no reference count.
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     /// The sequence id that matches a reply to its call.
@@ -98,22 +106,25 @@ pub struct Frame {
     pub flags: u16,
     /// The payload protocol id.
     pub protocol: u8,
-    /// Integer-keyed header values.
-    pub int_headers: SmallVec<[(u16, Bytes); 4]>,
-    /// String-keyed header values (metainfo travels here).
-    pub str_headers: Vec<(Bytes, Bytes)>,
-    /// The payload.
-    pub payload: Bytes,
+    raw: Bytes,
+    payload_at: u32,
+    ints: SmallVec<[(u16, Span); 6]>,
+    strs: Vec<(Span, Span)>,
 }
 
 impl Frame {
+    fn bytes(&self, span: Span) -> &[u8] {
+        let at = span.at as usize;
+        &self.raw[at..at + usize::from(span.len)]
+    }
+
     /// An integer-keyed header value.
     #[must_use]
-    pub fn int_header(&self, key: u16) -> Option<&Bytes> {
-        self.int_headers
+    pub fn int_header(&self, key: u16) -> Option<&[u8]> {
+        self.ints
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+            .map(|&(_, v)| self.bytes(v))
     }
 
     /// An integer-keyed header value as UTF-8.
@@ -122,10 +133,36 @@ impl Frame {
         std::str::from_utf8(self.int_header(key)?).ok()
     }
 
+    /// The integer-keyed headers, in frame order.
+    pub fn int_headers(&self) -> impl Iterator<Item = (u16, &[u8])> {
+        self.ints.iter().map(|&(k, v)| (k, self.bytes(v)))
+    }
+
+    /// The string-keyed headers (metainfo travels here), in frame order.
+    pub fn str_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.strs
+            .iter()
+            .map(|&(k, v)| (self.bytes(k), self.bytes(v)))
+    }
+
     /// The message type, if the frame carries a known one.
     #[must_use]
     pub fn message_type(&self) -> Option<MessageType> {
         MessageType::from_ascii(self.int_header(keys::MSG_TYPE)?)
+    }
+
+    /// The payload.
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.raw[self.payload_at as usize..]
+    }
+
+    /// The payload, sharing the frame's memory.
+    #[must_use]
+    pub fn into_payload(self) -> Bytes {
+        let mut raw = self.raw;
+        raw.advance(self.payload_at as usize);
+        raw
     }
 }
 
@@ -229,6 +266,25 @@ impl<'a> FrameWriter<'a> {
         self,
         write_payload: impl FnOnce(&mut BytesMut) -> Result<()>,
     ) -> Result<()> {
+        let start = self.start;
+        let dst = self.end_header()?;
+        write_payload(dst)?;
+        patch_len(dst, start, 0)
+    }
+
+    /// Ends the header of a frame whose `payload_len` bytes of payload the caller writes after
+    /// the buffer (for a vectored write that does not copy the payload).
+    ///
+    /// # Errors
+    /// A protocol error if the header exceeds TTHeader's limit or the frame exceeds 4 GiB.
+    pub fn finish_header(self, payload_len: usize) -> Result<()> {
+        let start = self.start;
+        let dst = self.end_header()?;
+        patch_len(dst, start, payload_len)
+    }
+
+    /// Writes the string-header count and the padding, and patches the header size.
+    fn end_header(self) -> Result<&'a mut BytesMut> {
         let Self {
             dst,
             start,
@@ -245,12 +301,16 @@ impl<'a> FrameWriter<'a> {
         let words = u16::try_from((dst.len() - info_start) / 4)
             .map_err(|_| Error::protocol("frame header larger than 256 KiB"))?;
         dst[start + 12..start + 14].copy_from_slice(&words.to_be_bytes());
-        write_payload(dst)?;
-        let len = u32::try_from(dst.len() - start - 4)
-            .map_err(|_| Error::protocol("frame larger than 4 GiB"))?;
-        dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
-        Ok(())
+        Ok(dst)
     }
+}
+
+/// Patches the length field of the frame at `start`, which ends `after` bytes past `dst`.
+fn patch_len(dst: &mut BytesMut, start: usize, after: usize) -> Result<()> {
+    let len = u32::try_from(dst.len() - start - 4 + after)
+        .map_err(|_| Error::protocol("frame larger than 4 GiB"))?;
+    dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Takes one whole frame off the front of `src`, if one is there.
@@ -287,81 +347,108 @@ pub fn decode(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<Frame>
         src.reserve(4 + len - src.len());
         return Ok(None);
     }
-    let mut frame = src.split_to(4 + len).freeze();
-    frame.advance(6);
-    parse(frame).map(Some)
+    parse(src.split_to(4 + len).freeze()).map(Some)
 }
 
-fn need(b: &Bytes, n: usize, what: &str) -> Result<()> {
-    if b.remaining() < n {
-        Err(Error::protocol(format!("truncated {what}")))
-    } else {
-        Ok(())
+/// A bounds-checked reader over a frame's header.
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    fn has_remaining(&self) -> bool {
+        self.pos < self.end
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<usize> {
+        if self.end - self.pos < n {
+            return Err(Error::protocol(format!("truncated {what}")));
+        }
+        let at = self.pos;
+        self.pos += n;
+        Ok(at)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        let at = self.take(1, what)?;
+        Ok(self.b[at])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        let at = self.take(2, what)?;
+        Ok(u16::from_be_bytes([self.b[at], self.b[at + 1]]))
+    }
+
+    /// A u16-length-prefixed value.
+    fn short_bytes(&mut self, what: &str) -> Result<Span> {
+        let len = self.u16(what)?;
+        let at = self.take(usize::from(len), what)?;
+        Ok(Span {
+            // The whole header is within the first 4 + 14 + 256 KiB bytes of the frame.
+            at: at as u32,
+            len,
+        })
     }
 }
 
-fn short_bytes(b: &mut Bytes, what: &str) -> Result<Bytes> {
-    need(b, 2, what)?;
-    let n = b.get_u16() as usize;
-    need(b, n, what)?;
-    Ok(b.split_to(n))
-}
-
-fn parse(mut b: Bytes) -> Result<Frame> {
-    // after magic: flags, seq id, header size
-    need(&b, 8, "frame header")?;
-    let flags = b.get_u16();
-    let seq_id = b.get_u32();
-    let header_len = b.get_u16() as usize * 4;
+/// Parses a whole frame (length field included; its length and magic already checked).
+fn parse(raw: Bytes) -> Result<Frame> {
+    let b = &raw[..];
+    if b.len() < FIXED_LEN {
+        return Err(Error::protocol("truncated frame header"));
+    }
+    let flags = u16::from_be_bytes([b[6], b[7]]);
+    let seq_id = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+    let header_len = usize::from(u16::from_be_bytes([b[12], b[13]])) * 4;
     if header_len < 2 {
         return Err(Error::protocol("frame header size is zero"));
     }
-    need(&b, header_len, "frame header")?;
-    let mut h = b.split_to(header_len);
-    let payload = b;
-    let protocol = h.get_u8();
-    let transforms = h.get_u8() as usize;
+    let end = FIXED_LEN + header_len;
+    if b.len() < end {
+        return Err(Error::protocol("truncated frame header"));
+    }
+    let mut h = Cursor {
+        b,
+        pos: FIXED_LEN,
+        end,
+    };
+    let protocol = h.u8("frame header")?;
+    let transforms = h.u8("frame header")?;
     if transforms > 0 {
         return Err(Error::protocol(format!(
             "frame uses {transforms} transforms; none are supported"
         )));
     }
-    let mut frame = Frame {
-        seq_id,
-        flags,
-        protocol,
-        payload,
-        ..Frame::default()
-    };
+    let mut ints = SmallVec::new();
+    let mut strs = Vec::new();
     while h.has_remaining() {
-        match h.get_u8() {
+        match h.u8("frame header")? {
             info::PADDING => {
-                if h.iter().any(|&x| x != 0) {
+                if b[h.pos..end].iter().any(|&x| x != 0) {
                     return Err(Error::protocol("non-zero bytes after header padding"));
                 }
                 break;
             }
             info::KEY_VALUE => {
-                need(&h, 2, "string header count")?;
-                let n = h.get_u16();
+                let n = h.u16("string header count")?;
                 for _ in 0..n {
-                    let k = short_bytes(&mut h, "string header key")?;
-                    let v = short_bytes(&mut h, "string header value")?;
-                    frame.str_headers.push((k, v));
+                    let k = h.short_bytes("string header key")?;
+                    let v = h.short_bytes("string header value")?;
+                    strs.push((k, v));
                 }
             }
             info::INT_KEY_VALUE => {
-                need(&h, 2, "int header count")?;
-                let n = h.get_u16();
+                let n = h.u16("int header count")?;
                 for _ in 0..n {
-                    need(&h, 2, "int header key")?;
-                    let k = h.get_u16();
-                    let v = short_bytes(&mut h, "int header value")?;
-                    frame.int_headers.push((k, v));
+                    let k = h.u16("int header key")?;
+                    let v = h.short_bytes("int header value")?;
+                    ints.push((k, v));
                 }
             }
             info::ACL_TOKEN => {
-                short_bytes(&mut h, "acl token")?;
+                h.short_bytes("acl token")?;
             }
             other => {
                 return Err(Error::protocol(format!(
@@ -370,7 +457,15 @@ fn parse(mut b: Bytes) -> Result<Frame> {
             }
         }
     }
-    Ok(frame)
+    Ok(Frame {
+        seq_id,
+        flags,
+        protocol,
+        payload_at: end as u32,
+        ints,
+        strs,
+        raw,
+    })
 }
 
 #[cfg(test)]
@@ -401,10 +496,31 @@ mod tests {
         assert_eq!(f.protocol, protocol::PROTOBUF);
         assert_eq!(f.int_header_str(keys::TO_METHOD), Some("Echo"));
         assert_eq!(f.message_type(), Some(MessageType::Call));
-        assert_eq!(f.str_headers.len(), 1);
-        assert_eq!(&f.str_headers[0].0[..], b"RPC_PERSIST_tenant");
-        assert_eq!(&f.str_headers[0].1[..], b"acme");
-        assert_eq!(&f.payload[..], b"payload");
+        let strs: Vec<_> = f.str_headers().collect();
+        assert_eq!(strs, [(&b"RPC_PERSIST_tenant"[..], &b"acme"[..])]);
+        let ints: Vec<_> = f.int_headers().collect();
+        assert_eq!(
+            ints,
+            [(keys::TO_METHOD, &b"Echo"[..]), (keys::MSG_TYPE, &b"1"[..])]
+        );
+        assert_eq!(f.payload(), b"payload");
+        assert_eq!(&f.into_payload()[..], b"payload");
+    }
+
+    #[test]
+    fn a_header_finished_for_a_later_payload_decodes_with_it() {
+        let mut buf = BytesMut::new();
+        let w =
+            FrameWriter::begin(&mut buf, 9, protocol::PROTOBUF, &[(keys::MSG_TYPE, b"2")]).unwrap();
+        w.finish_header(4).unwrap();
+        assert!(
+            decode(&mut buf.clone(), 1024).unwrap().is_none(),
+            "payload still missing"
+        );
+        buf.extend_from_slice(b"abcd");
+        let f = decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!((f.seq_id, f.payload()), (9, &b"abcd"[..]));
+        assert!(buf.is_empty());
     }
 
     #[test]

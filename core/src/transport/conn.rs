@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::queue::WriteQueue;
+use super::queue::{Encoded, WriteQueue};
 use bytes::Bytes;
 
 use crate::codec::ttheader::{self, Frame, MessageType, keys};
@@ -223,7 +223,7 @@ impl Connection {
     pub(crate) async fn call(
         &self,
         timeout: Option<Duration>,
-        encode: impl FnOnce(&mut BytesMut, u32) -> Result<()>,
+        encode: impl FnOnce(&mut BytesMut, u32) -> Result<Encoded>,
     ) -> Result<Bytes> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -353,13 +353,16 @@ async fn read_loop(
 /// so that only the payload (not the whole frame) travels to the caller.
 fn reply_of(frame: Frame) -> Result<Bytes> {
     match frame.message_type() {
-        Some(MessageType::Reply) => Ok(frame.payload),
+        Some(MessageType::Reply) => Ok(frame.into_payload()),
         Some(MessageType::Exception) => {
             let code = frame
                 .int_header_str(keys::STATUS_CODE)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(crate::error::code::INTERNAL);
-            Err(Error::remote(code, String::from_utf8_lossy(&frame.payload)))
+            Err(Error::remote(
+                code,
+                String::from_utf8_lossy(frame.payload()),
+            ))
         }
         _ => Err(Error::protocol("reply frame has no valid message type")),
     }

@@ -1,9 +1,10 @@
 //! The transport: batched frame writing, multiplexed client connections and their pool.
 //!
 //! Each connection has one writer task. Callers encode their frame straight into the
-//! connection's pending buffer (a short per-connection lock held only for the copy) and wake the
-//! writer, which swaps the buffer out and writes every queued frame with one syscall. Replies are
-//! matched to callers by sequence id through a sharded map.
+//! connection's pending buffer (a short per-connection lock held only for the copy; a large
+//! payload is queued by reference instead of copied) and wake the writer, which swaps the buffer
+//! out and writes every queued frame with one (vectored) syscall. Replies are matched to callers
+//! by sequence id through a sharded map.
 
 pub(crate) mod conn;
 pub(crate) mod pool;

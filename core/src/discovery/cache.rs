@@ -40,6 +40,8 @@ pub(crate) struct TargetState {
     snapshot: ArcSwap<Snapshot>,
     generation: watch::Sender<u64>,
     listeners: Mutex<Vec<Weak<Listener>>>,
+    /// The address of the resolver instance whose watch this is (only compared, never used).
+    origin: usize,
 }
 
 /// A client's handle on one watched target.
@@ -136,7 +138,19 @@ impl DiscoveryCache {
         let (state, fresh) = {
             let mut targets = self.inner.targets.lock().unwrap_or_else(|p| p.into_inner());
             match targets.get(&key) {
-                Some(s) if s.watching.load(Ordering::Acquire) => (s.clone(), false),
+                Some(s) if s.watching.load(Ordering::Acquire) => {
+                    if s.origin != origin(&resolver) {
+                        // Legitimate when two instances watch the same backend; a mistake when
+                        // they do not (their names must differ), which this makes findable.
+                        tracing::debug!(
+                            resolver = resolver.name(),
+                            target = %target,
+                            "another resolver instance with the same name joins an existing \
+                             watch; resolvers of different backends must have different names"
+                        );
+                    }
+                    (s.clone(), false)
+                }
                 _ => {
                     let state = Arc::new(TargetState {
                         target: target.clone(),
@@ -144,6 +158,7 @@ impl DiscoveryCache {
                         snapshot: ArcSwap::from_pointee(Snapshot::default()),
                         generation: watch::channel(0).0,
                         listeners: Mutex::new(Vec::new()),
+                        origin: origin(&resolver),
                     });
                     targets.insert(key.clone(), state.clone());
                     (state, true)
@@ -162,6 +177,11 @@ impl DiscoveryCache {
         let _ = tokio::time::timeout(self.inner.first_wait, rx.wait_for(|g| *g > 0)).await;
         Ok(Discovered { state })
     }
+}
+
+/// Tells resolver instances apart (the data address of the `Arc`).
+fn origin(resolver: &Arc<dyn Resolver>) -> usize {
+    Arc::as_ptr(resolver).cast::<()>() as usize
 }
 
 impl Discovered {
@@ -416,6 +436,57 @@ mod tests {
         let snap = wait_version(&d1, 3).await;
         assert_eq!(snap.instances.len(), 1);
         assert_eq!(changes.lock().unwrap().len(), 3);
+    }
+
+    /// Log lines written while `f` runs (debug and up, this thread).
+    async fn logs_during<F: Future>(f: F) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        f.await;
+        drop(guard);
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_resolver_instance_under_one_name_is_logged_and_shares_the_watch() {
+        let cache = DiscoveryCache::new(Duration::from_secs(60)).with_first_wait(Duration::ZERO);
+        let (a, b) = (Scripted::new("same-name"), Scripted::new("same-name"));
+        let ep = Endpoint::new("svc");
+        let _da = cache.discover(a.clone(), &ep).await.unwrap();
+        let same = logs_during(async {
+            cache.discover(a.clone(), &ep).await.unwrap();
+        })
+        .await;
+        assert!(
+            !same.contains("same name"),
+            "the same instance again: {same}"
+        );
+        let other = logs_during(async {
+            cache.discover(b.clone(), &ep).await.unwrap();
+        })
+        .await;
+        assert!(
+            other.contains("another resolver instance with the same name") && other.contains("svc"),
+            "{other}"
+        );
+        assert_eq!(cache.len(), 1, "one watch, shared");
     }
 
     #[tokio::test]

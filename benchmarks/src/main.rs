@@ -317,23 +317,7 @@ fn run_alternating_case(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Ve
                 .stdout(Stdio::piped())
                 .spawn()?,
         );
-        let stdout = client.0.stdout.take().ok_or("no client stdout")?;
-        let cpu = |pid: &String| sysstat::cpu_seconds(pid).unwrap_or(0.0);
-        let mut cpu0 = vec![0.0; pids.len()];
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            if line == "MEASURING" {
-                cpu0 = pids.iter().map(cpu).collect();
-            } else if let Some(json) = line.strip_prefix("RESULT ") {
-                let servers = pids
-                    .iter()
-                    .zip(&cpu0)
-                    .map(|(pid, c0)| (cpu(pid) - c0, sysstat::peak_rss_kib(pid).unwrap_or(0)))
-                    .collect();
-                return Ok((serde_json::from_str(json)?, servers));
-            }
-        }
-        Err("the client ended without a result".into())
+        client_result(&mut client, &pids)
     })();
     match outcome {
         Ok((alt, servers)) => {
@@ -441,6 +425,31 @@ fn start_server_process(o: &Options, system: System) -> Result<(Killed, SocketAd
     Ok((server, addr))
 }
 
+/// Reads a load client's output until its `RESULT`: the result, and each server's (by pid)
+/// CPU seconds from `MEASURING` to `RESULT` and peak RSS.
+fn client_result<T: serde::de::DeserializeOwned>(
+    client: &mut Killed,
+    pids: &[String],
+) -> Result<(T, Vec<(f64, u64)>), BoxError> {
+    let stdout = client.0.stdout.take().ok_or("no client stdout")?;
+    let cpu = |pid: &String| sysstat::cpu_seconds(pid).unwrap_or(0.0);
+    let mut cpu0 = vec![0.0; pids.len()];
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line == "MEASURING" {
+            cpu0 = pids.iter().map(cpu).collect();
+        } else if let Some(json) = line.strip_prefix("RESULT ") {
+            let servers = pids
+                .iter()
+                .zip(&cpu0)
+                .map(|(pid, c0)| (cpu(pid) - c0, sysstat::peak_rss_kib(pid).unwrap_or(0)))
+                .collect();
+            return Ok((serde_json::from_str(json)?, servers));
+        }
+    }
+    Err("the client ended without a result".into())
+}
+
 fn run_one(o: &Options, spec: &CaseSpec, system: System) -> Row {
     let mut row = Row {
         system: system.name().to_string(),
@@ -468,19 +477,8 @@ fn run_one(o: &Options, spec: &CaseSpec, system: System) -> Row {
                 .stdout(Stdio::piped())
                 .spawn()?,
         );
-        let stdout = client.0.stdout.take().ok_or("no client stdout")?;
-        let mut cpu0 = 0.0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            if line == "MEASURING" {
-                cpu0 = sysstat::cpu_seconds(&pid).unwrap_or(0.0);
-            } else if let Some(json) = line.strip_prefix("RESULT ") {
-                let cpu = sysstat::cpu_seconds(&pid).unwrap_or(0.0) - cpu0;
-                let rss = sysstat::peak_rss_kib(&pid).unwrap_or(0);
-                return Ok((serde_json::from_str(json)?, cpu, rss));
-            }
-        }
-        Err("the client ended without a result".into())
+        let (result, servers) = client_result(&mut client, &[pid])?;
+        Ok((result, servers[0].0, servers[0].1))
     })();
     match outcome {
         Ok((result, cpu, rss)) => {

@@ -205,13 +205,15 @@ impl Invoker {
         inner.cfg.lb.on_start(addr);
         // The connect timeout bounds connecting; the rpc timeout bounds waiting for the
         // reply, enforced by the connection (no timer per call).
-        let res = match inner.pool.get(addr, connect_timeout).await {
-            Ok(conn) => conn
-                .call(rpc_timeout, |buf, seq| {
-                    encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
-                })
-                .await
-                .map_err(|e| match (e.kind(), rpc_timeout) {
+        let conn = match inner.pool.ready(addr) {
+            Ok(conn) => Ok(conn),
+            Err(slot) => inner.pool.get(addr, slot, connect_timeout).await,
+        };
+        let res = match conn {
+            Ok(conn) => match conn.send(rpc_timeout, |buf, seq| {
+                encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
+            }) {
+                Ok(reply) => reply.await.map_err(|e| match (e.kind(), rpc_timeout) {
                     (ErrorKind::Timeout, Some(t)) => Error::new(
                         ErrorKind::Timeout,
                         format!(
@@ -221,6 +223,8 @@ impl Invoker {
                     ),
                     _ => e,
                 }),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         inner.cfg.lb.on_finish(addr);

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -214,28 +217,33 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire) || self.shared.queue.is_closed()
     }
 
-    /// Sends one frame written by `encode` (given the sequence id) and waits for its reply:
-    /// the reply payload, or the remote error it carries. With a `timeout`, the call fails
-    /// with a [`Timeout`](ErrorKind::Timeout) error once it has waited that long (checked every
-    /// [`SWEEP_EVERY`] by the connection's reader, not by a timer per call).
+    /// Sends one frame written by `encode` (given the sequence id) and returns the reply to
+    /// wait for: the reply payload, or the remote error it carries. With a `timeout`, the call
+    /// fails with a [`Timeout`](ErrorKind::Timeout) error once it has waited that long (checked
+    /// every [`SWEEP_EVERY`] by the connection's reader, not by a timer per call).
     ///
-    /// Dropping the returned future forgets the call; a late reply is discarded.
-    pub(crate) async fn call(
+    /// Sending is synchronous (the frame goes into the write queue), so a call's future holds
+    /// only the small [`Reply`], not a state machine around it. Dropping the `Reply` forgets the
+    /// call; a late reply is discarded.
+    pub(crate) fn send(
         &self,
         timeout: Option<Duration>,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<Encoded>,
-    ) -> Result<Bytes> {
+    ) -> Result<Reply<'_>> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         // Deadlines round up to the next millisecond, never down.
         let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
         s.pending.insert(seq, Waiter { tx, deadline_ms });
-        let mut forget = Forget {
-            shared: s,
-            seq,
-            timed: deadline_ms != 0,
-            answered: false,
+        let reply = Reply {
+            rx,
+            forget: Forget {
+                shared: s,
+                seq,
+                timed: deadline_ms != 0,
+                answered: false,
+            },
         };
         if deadline_ms != 0 && s.timed.fetch_add(1, Ordering::AcqRel) == 0 {
             s.timed_started.notify_one();
@@ -247,17 +255,34 @@ impl Connection {
             ));
         }
         s.queue.push(|buf| encode(buf, seq))?;
-        let res = rx.await;
+        Ok(reply)
+    }
+}
+
+/// The reply to a call sent with [`Connection::send`].
+pub(crate) struct Reply<'a> {
+    rx: oneshot::Receiver<Result<Bytes>>,
+    forget: Forget<'a>,
+}
+
+impl Future for Reply<'_> {
+    type Output = Result<Bytes>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Bytes>> {
+        let res = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
         // Whoever resolved the receiver (the reader, a sweep or a failing connection) took the
         // waiter out already: nothing is left to forget.
-        forget.answered = true;
-        match res {
+        self.forget.answered = true;
+        Poll::Ready(match res {
             Ok(res) => res,
             Err(_) => Err(Error::new(
                 ErrorKind::Transport,
-                format!("connection to {} closed before the reply", s.addr),
+                format!(
+                    "connection to {} closed before the reply",
+                    self.forget.shared.addr
+                ),
             )),
-        }
+        })
     }
 }
 

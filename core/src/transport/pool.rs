@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures::future::BoxFuture;
 
 use super::{Connection, CowMap};
 use crate::error::Result;
@@ -33,30 +34,45 @@ impl Pool {
         }
     }
 
-    /// A live connection to `addr`, connecting if needed.
-    pub(crate) async fn get(
+    /// A live connection to `addr` if there is one (the call path: no future, one lookup);
+    /// otherwise the slot to connect, for [`get`](Pool::get).
+    pub(crate) fn ready(&self, addr: SocketAddr) -> Result<Arc<Connection>, Option<usize>> {
+        let Some(slots) = self.slots.get(&addr) else {
+            return Err(None);
+        };
+        let i = self.index(&slots);
+        match slots.conns[i].load_full() {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => Err(Some(i)),
+        }
+    }
+
+    /// A live connection to `addr` in `slot` (the next one when `None`), connecting if needed.
+    /// Boxed: connecting is rare, and its future would otherwise grow every call's.
+    pub(crate) fn get(
         &self,
         addr: SocketAddr,
+        slot: Option<usize>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Arc<Connection>> {
-        let n = self.per_instance;
-        let slots = self.slots.get_or_insert_with(&addr, || Slots {
-            conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-            connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
-            next: AtomicUsize::new(0),
-        });
-        let i = if n == 1 {
+    ) -> BoxFuture<'_, Result<Arc<Connection>>> {
+        Box::pin(async move {
+            let n = self.per_instance;
+            let slots = self.slots.get_or_insert_with(&addr, || Slots {
+                conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
+                connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+                next: AtomicUsize::new(0),
+            });
+            let i = slot.unwrap_or_else(|| self.index(&slots));
+            self.connect(&slots, i, addr, connect_timeout).await
+        })
+    }
+
+    fn index(&self, slots: &Slots) -> usize {
+        if self.per_instance == 1 {
             0
         } else {
-            slots.next.fetch_add(1, Ordering::Relaxed) % n
-        };
-        if let Some(c) = &*slots.conns[i].load() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+            slots.next.fetch_add(1, Ordering::Relaxed) % self.per_instance
         }
-        // Boxed: connecting is rare, and its future would otherwise grow every call's.
-        Box::pin(self.connect(&slots, i, addr, connect_timeout)).await
     }
 
     async fn connect(

@@ -25,7 +25,7 @@ use faststr::FastStr;
 
 use crate::codec::ttheader::DEFAULT_MAX_FRAME_SIZE;
 use crate::codec::{Codec, ProstCodec};
-use crate::context::Context;
+use crate::context::{Context, MetaInfo};
 use crate::discovery::{DiscoveryCache, Instance, Resolver, StaticResolver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::loadbalance::{LoadBalancer, WeightedRoundRobin};
@@ -353,13 +353,14 @@ impl<C> Client<C> {
 
     /// A fresh context for calling `method` from this client.
     pub fn context(&self, method: impl Into<FastStr>) -> Context {
-        let mut cx = Context::new(
+        let mut meta = MetaInfo::default();
+        meta.inherit_current();
+        Context::with_meta(
             self.inner.caller.clone(),
             self.inner.service.clone(),
             method,
-        );
-        cx.meta.inherit_current();
-        cx
+            meta,
+        )
     }
 
     /// Calls `method` with `req`.

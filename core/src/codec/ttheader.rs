@@ -189,30 +189,49 @@ impl<'a> FrameWriter<'a> {
         ints: &[(u16, &[u8])],
     ) -> Result<Self> {
         let start = dst.len();
-        dst.reserve(64);
-        dst.put_u32(0);
-        dst.put_u16(MAGIC);
-        dst.put_u16(0);
-        dst.put_u32(seq_id);
-        dst.put_u16(0);
-        let info_start = dst.len();
-        dst.put_u8(protocol);
-        dst.put_u8(0);
         let mut w = Self {
             dst,
             start,
-            info_start,
+            info_start: start + FIXED_LEN,
             str_count_at: None,
             str_count: 0,
         };
-        if !ints.is_empty() {
+        // The fixed part and the integer headers are assembled on the stack and appended with
+        // one copy (appending field by field checked the buffer's capacity ~20 times a frame).
+        let mut head = [0u8; 256];
+        head[4..6].copy_from_slice(&MAGIC.to_be_bytes());
+        head[8..12].copy_from_slice(&seq_id.to_be_bytes());
+        head[FIXED_LEN] = protocol;
+        let mut n = FIXED_LEN + 2;
+        if ints.is_empty() {
+            w.dst.extend_from_slice(&head[..n]);
+            return Ok(w);
+        }
+        let count = u16::try_from(ints.len())
+            .map_err(|_| Error::protocol("more than 65535 integer headers"))?;
+        let size = 3 + ints.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+        if n + size > head.len() {
+            // Long values: field by field, with their lengths checked.
+            w.dst.extend_from_slice(&head[..n]);
             w.dst.put_u8(info::INT_KEY_VALUE);
-            w.dst.put_u16(ints.len() as u16);
+            w.dst.put_u16(count);
             for (k, v) in ints {
                 w.dst.put_u16(*k);
                 w.put_short_bytes(v)?;
             }
+            return Ok(w);
         }
+        head[n] = info::INT_KEY_VALUE;
+        head[n + 1..n + 3].copy_from_slice(&count.to_be_bytes());
+        n += 3;
+        for (k, v) in ints {
+            // Each value is shorter than the 256-byte buffer, so its length fits in a u16.
+            head[n..n + 2].copy_from_slice(&k.to_be_bytes());
+            head[n + 2..n + 4].copy_from_slice(&(v.len() as u16).to_be_bytes());
+            head[n + 4..n + 4 + v.len()].copy_from_slice(v);
+            n += 4 + v.len();
+        }
+        w.dst.extend_from_slice(&head[..n]);
         Ok(w)
     }
 
@@ -521,6 +540,30 @@ mod tests {
         let f = decode(&mut buf, 1024).unwrap().unwrap();
         assert_eq!((f.seq_id, f.payload()), (9, &b"abcd"[..]));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn long_int_headers_round_trip_and_oversized_ones_are_refused() {
+        let long = vec![b'm'; 300];
+        let mut buf = BytesMut::new();
+        let w = FrameWriter::begin(
+            &mut buf,
+            3,
+            protocol::PROTOBUF,
+            &[(keys::TO_METHOD, &long), (keys::MSG_TYPE, b"1")],
+        )
+        .unwrap();
+        w.finish(b"p").unwrap();
+        let f = decode(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap().unwrap();
+        assert_eq!(f.int_header(keys::TO_METHOD), Some(&long[..]));
+        assert_eq!(f.message_type(), Some(MessageType::Call));
+        assert_eq!(f.payload(), b"p");
+
+        let huge = vec![b'x'; 70_000];
+        let mut buf = BytesMut::new();
+        let err = FrameWriter::begin(&mut buf, 4, protocol::PROTOBUF, &[(keys::TO_METHOD, &huge)])
+            .unwrap_err();
+        assert!(err.message().contains("longer than 65535"), "{err}");
     }
 
     #[test]

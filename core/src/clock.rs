@@ -15,6 +15,7 @@ struct Anchor {
     std: Instant,
 }
 
+#[inline]
 fn anchor() -> &'static Anchor {
     static ANCHOR: OnceLock<Anchor> = OnceLock::new();
     ANCHOR.get_or_init(|| {

@@ -115,6 +115,22 @@ impl Pending {
         self.len() == 0
     }
 
+    /// Queues `payload` by reference after the bytes in `buf` so far.
+    fn push_shared(&mut self, payload: Bytes) {
+        self.shared_len += payload.len();
+        self.shared.push_back((self.buf.len(), payload));
+    }
+
+    /// Writes what the socket takes now, without waiting: one `write` when nothing is shared,
+    /// a vectored write otherwise. The caller marks the bytes written with `consume`.
+    fn try_write(&self, io: &OwnedWriteHalf) -> std::io::Result<usize> {
+        if self.shared.is_empty() {
+            io.try_write(&self.buf[self.buf_done..])
+        } else {
+            io.try_write_vectored(&self.slices())
+        }
+    }
+
     /// The bytes still to write, in order, as at most [`MAX_IOV`] slices.
     fn slices(&self) -> smallvec::SmallVec<[IoSlice<'_>; 64]> {
         let mut out = smallvec::SmallVec::new();
@@ -214,10 +230,7 @@ impl WriteQueue {
             let mark = p.buf.len();
             match encode(&mut p.buf) {
                 Ok(Encoded::Done) => {}
-                Ok(Encoded::Shared(payload)) => {
-                    p.shared_len += payload.len();
-                    p.shared.push_back((p.buf.len(), payload));
-                }
+                Ok(Encoded::Shared(payload)) => p.push_shared(payload),
                 Err(e) => {
                     p.buf.truncate(mark);
                     return Err(e);
@@ -226,7 +239,7 @@ impl WriteQueue {
             if p.len() >= FLUSH_AT && !st.writer_busy {
                 // Under the lock, so bytes leave in the order they were queued. A full
                 // socket (WouldBlock) or an error leaves the bytes to the writer task.
-                let written = self.io.try_write_vectored(&st.pending.slices());
+                let written = st.pending.try_write(&self.io);
                 if let Ok(n) = written {
                     st.pending.consume(n);
                 }
@@ -289,12 +302,7 @@ impl WriteQueue {
 async fn write_all(io: &OwnedWriteHalf, pending: &mut Pending) -> std::io::Result<()> {
     while !pending.is_empty() {
         io.writable().await?;
-        let res = if pending.shared.is_empty() {
-            io.try_write(&pending.buf[pending.buf_done..])
-        } else {
-            io.try_write_vectored(&pending.slices())
-        };
-        match res {
+        match pending.try_write(io) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => pending.consume(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -313,8 +321,7 @@ mod tests {
         for (inline, shared) in parts {
             p.buf.extend_from_slice(inline);
             if let Some(s) = shared {
-                p.shared_len += s.len();
-                p.shared.push_back((p.buf.len(), Bytes::from_static(s)));
+                p.push_shared(Bytes::from_static(s));
             }
         }
         p
@@ -350,22 +357,25 @@ mod tests {
     fn slices_stop_at_the_vector_limit_and_resume_after_consume() {
         let mut p = Pending::default();
         let mut want = Vec::new();
-        for i in 0..100u8 {
-            p.buf.extend_from_slice(&[i]);
-            want.push(i);
-            p.shared_len += 3;
-            p.shared
-                .push_back((p.buf.len(), Bytes::from_static(b"abc")));
+        // Two slices per entry: more entries than one write may carry.
+        for i in 0..MAX_IOV {
+            let b = (i % 251) as u8;
+            p.buf.extend_from_slice(&[b]);
+            want.push(b);
+            p.push_shared(Bytes::from_static(b"abc"));
             want.extend_from_slice(b"abc");
         }
         let mut got = Vec::new();
+        let mut writes = 0;
         while !p.is_empty() {
             let chunk = flat(&p);
             assert!(!chunk.is_empty());
             assert!(p.slices().len() <= MAX_IOV);
+            writes += 1;
             got.extend_from_slice(&chunk);
             p.consume(chunk.len());
         }
         assert_eq!(got, want);
+        assert!(writes >= 2, "the limit split the bytes into several writes");
     }
 }

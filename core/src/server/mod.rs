@@ -521,8 +521,8 @@ impl Service<Bytes> for Router {
                 format!("unknown method {}/{}", self.service, cx.method()),
             ));
         };
-        let fut = MetaInfo::scope(cx.meta.clone(), handler(payload));
-        match AssertUnwindSafe(fut).catch_unwind().await {
+        let fut = AssertUnwindSafe(handler(payload)).catch_unwind();
+        match MetaInfo::scope_lent(&mut cx.meta, fut).await {
             Ok(res) => res,
             Err(_) => {
                 tracing::error!(service = %self.service, method = cx.method(), "handler panicked");

@@ -37,25 +37,26 @@ pub struct Case {
     pub method: Option<String>,
 }
 
-impl Case {
-    /// The median over rounds of `a`'s QPS divided by `b`'s QPS in the same round, with the
-    /// lowest and highest round: systems measured back to back share the machine's state, so
-    /// per-round ratios are steadier than a ratio of medians on a noisy machine.
+/// A median of per-round ratios with how sure it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedRatio {
+    /// The median per-round ratio.
+    pub median: f64,
+    /// The 95% confidence interval of the median: order statistics around the middle
+    /// (distribution-free, so it assumes nothing about the machine's noise).
+    pub low: f64,
+    /// The interval's upper end.
+    pub high: f64,
+    /// How many rounds paired.
+    pub rounds: usize,
+}
+
+impl PairedRatio {
+    /// The median and its 95% confidence interval of `ratios` (any order; non-finite values
+    /// dropped), or `None` if none is left.
     #[must_use]
-    pub fn paired_ratio(&self, a: &str, b: &str) -> Option<(f64, f64, f64)> {
-        let of = |name: &str| {
-            self.rounds
-                .iter()
-                .find(|(s, _)| s == name)
-                .map(|(_, q)| q.clone())
-        };
-        let (qa, qb) = (of(a)?, of(b)?);
-        let mut ratios: Vec<f64> = qa
-            .iter()
-            .zip(&qb)
-            .filter_map(|(x, y)| Some((*x)? / (*y)?))
-            .filter(|r| r.is_finite())
-            .collect();
+    pub fn of(mut ratios: Vec<f64>) -> Option<Self> {
+        ratios.retain(|r| r.is_finite());
         if ratios.is_empty() {
             return None;
         }
@@ -66,7 +67,44 @@ impl Case {
         } else {
             (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
         };
-        Some((median, ratios[0], ratios[n - 1]))
+        // Ranks n/2 ± 1.96·√n/2 (normal approximation of the binomial): the median lies
+        // between them with 95% probability. Fewer than 6 rounds cannot say more than the range.
+        let half = 1.96 * (n as f64).sqrt() / 2.0;
+        let lo = ((n as f64 / 2.0 - half).floor() as usize).min(n - 1);
+        let hi = ((n as f64 / 2.0 + half).ceil() as usize).clamp(1, n) - 1;
+        let (low, high) = if n < 6 {
+            (ratios[0], ratios[n - 1])
+        } else {
+            (ratios[lo], ratios[hi])
+        };
+        Some(Self {
+            median,
+            low,
+            high,
+            rounds: n,
+        })
+    }
+}
+
+impl Case {
+    /// The median over rounds of `a`'s QPS divided by `b`'s QPS in the same round, with its
+    /// confidence interval: systems measured back to back share the machine's state, so
+    /// per-round ratios are steadier than a ratio of medians on a noisy machine.
+    #[must_use]
+    pub fn paired_ratio(&self, a: &str, b: &str) -> Option<PairedRatio> {
+        let of = |name: &str| {
+            self.rounds
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, q)| q.clone())
+        };
+        let (qa, qb) = (of(a)?, of(b)?);
+        PairedRatio::of(
+            qa.iter()
+                .zip(&qb)
+                .filter_map(|(x, y)| Some((*x)? / (*y)?))
+                .collect(),
+        )
     }
 
     /// The row of `system`, if it has a result.
@@ -210,4 +248,33 @@ fn plot(path: &Path, case: &Case) -> Result<(), crate::BoxError> {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PairedRatio;
+
+    #[test]
+    fn the_median_interval_narrows_with_more_rounds() {
+        // 1..=100 in a scrambled order: median 50.5, and the order statistics at ranks
+        // 50 ± 9.8 bound it.
+        let ratios: Vec<f64> = (0..100).map(|i| f64::from((i * 37) % 100 + 1)).collect();
+        let r = PairedRatio::of(ratios).expect("ratios");
+        assert_eq!(r.rounds, 100);
+        assert!((r.median - 50.5).abs() < 1e-9);
+        assert_eq!((r.low, r.high), (41.0, 60.0));
+        // Four times the rounds halves the interval's width (in ranks, relative to n).
+        let many: Vec<f64> = (0..400).map(|i| f64::from(i % 100 + 1)).collect();
+        let m = PairedRatio::of(many).expect("ratios");
+        assert!(m.high - m.low < r.high - r.low);
+    }
+
+    #[test]
+    fn few_rounds_give_the_range_and_bad_values_are_dropped() {
+        let r = PairedRatio::of(vec![0.9, f64::NAN, 1.1, f64::INFINITY, 1.0]).expect("ratios");
+        assert_eq!(r.rounds, 3);
+        assert_eq!((r.low, r.median, r.high), (0.9, 1.0, 1.1));
+        assert_eq!(PairedRatio::of(vec![f64::NAN]), None);
+        assert_eq!(PairedRatio::of(Vec::new()), None);
+    }
 }

@@ -7,13 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::queue::{Encoded, WriteQueue};
@@ -40,11 +40,38 @@ impl Hasher for SeqHasher {
     }
 }
 
-/// A call waiting for its reply, and when it stops waiting (milliseconds on the
-/// connection clock; 0 = no deadline).
+/// A call in flight: its reply once it came (or the error that ended the wait), and when it
+/// stops waiting (milliseconds on the connection clock; 0 = no deadline).
+///
+/// The reply is handed over here, under the shard's lock, rather than through a channel per
+/// call: a `oneshot` cost every call an allocation, its free, and a handful of atomic updates.
 struct Waiter {
-    tx: oneshot::Sender<Result<Bytes>>,
+    slot: Slot,
     deadline_ms: u64,
+}
+
+/// Where a call's outcome is.
+enum Slot {
+    /// Not answered yet; the task to wake when it is (once the caller polled).
+    Waiting(Option<Waker>),
+    /// Answered; the caller takes it out on its next poll.
+    Done(Result<Bytes>),
+}
+
+impl Waiter {
+    /// Answers the call with `res` unless it has its answer already; returns the task to wake.
+    fn answer(&mut self, res: Result<Bytes>) -> Option<Waker> {
+        match &mut self.slot {
+            Slot::Waiting(waker) => {
+                let waker = waker.take();
+                self.slot = Slot::Done(res);
+                self.deadline_ms = 0;
+                waker
+            }
+            // The first outcome stands (a reply racing a timeout or a failing connection).
+            Slot::Done(_) => None,
+        }
+    }
 }
 
 type Waiters = HashMap<u32, Waiter, BuildHasherDefault<SeqHasher>>;
@@ -73,49 +100,88 @@ impl Pending {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, seq: u32, waiter: Waiter) {
-        self.shard(seq).insert(seq, waiter);
+    fn insert(&self, seq: u32, deadline_ms: u64) {
+        self.shard(seq).insert(
+            seq,
+            Waiter {
+                slot: Slot::Waiting(None),
+                deadline_ms,
+            },
+        );
     }
 
     fn remove(&self, seq: u32) -> Option<Waiter> {
         self.shard(seq).remove(&seq)
     }
 
-    /// Fails the calls whose deadline has passed; returns how many.
-    fn expire(&self, now_ms: u64, addr: SocketAddr) -> usize {
+    /// Answers call `seq` with `res`; false if nobody waits for it any more.
+    fn answer(&self, seq: u32, res: Result<Bytes>) -> bool {
+        let waker = match self.shard(seq).get_mut(&seq) {
+            Some(w) => w.answer(res),
+            None => return false,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// The outcome of call `seq` if it has one (taking the call out), else registers the
+    /// caller's task to be woken. `Ready(None)` if the call is unknown.
+    fn poll(&self, seq: u32, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Bytes>>> {
+        use std::collections::hash_map::Entry;
+        let mut shard = self.shard(seq);
+        let Entry::Occupied(mut entry) = shard.entry(seq) else {
+            return Poll::Ready(None);
+        };
+        if let Slot::Waiting(waker) = &mut entry.get_mut().slot {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        match entry.remove().slot {
+            Slot::Done(res) => Poll::Ready(Some(res)),
+            Slot::Waiting(_) => Poll::Ready(None),
+        }
+    }
+
+    /// Answers every call matching `pick` with `fail()`, waking their tasks outside the
+    /// locks; returns how many.
+    fn fail_where(&self, pick: impl Fn(&Waiter) -> bool, fail: impl Fn() -> Error) -> usize {
+        let mut woken = Vec::new();
         let mut n = 0;
         for shard in &self.shards {
-            let expired: Vec<Waiter> = {
-                let mut w = shard.lock().unwrap_or_else(|p| p.into_inner());
-                let seqs: Vec<u32> = w
-                    .iter()
-                    .filter(|(_, v)| v.deadline_ms != 0 && v.deadline_ms <= now_ms)
-                    .map(|(k, _)| *k)
-                    .collect();
-                seqs.iter().filter_map(|k| w.remove(k)).collect()
-            };
-            for waiter in expired {
-                n += 1;
-                let _ = waiter.tx.send(Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no reply from {addr} before the deadline"),
-                )));
+            let mut w = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for waiter in w.values_mut() {
+                if matches!(waiter.slot, Slot::Waiting(_)) && pick(waiter) {
+                    n += 1;
+                    woken.extend(waiter.answer(Err(fail())));
+                }
             }
+        }
+        for waker in woken {
+            waker.wake();
         }
         n
     }
 
+    /// Fails the calls whose deadline has passed; returns how many.
+    fn expire(&self, now_ms: u64, addr: SocketAddr) -> usize {
+        self.fail_where(
+            |w| w.deadline_ms != 0 && w.deadline_ms <= now_ms,
+            || {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no reply from {addr} before the deadline"),
+                )
+            },
+        )
+    }
+
     fn fail_all(&self, err: &Error) {
-        for shard in &self.shards {
-            let drained: Vec<_> = shard
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .collect();
-            for (_, waiter) in drained {
-                let _ = waiter.tx.send(Err(err.clone()));
-            }
-        }
+        self.fail_where(|_| true, || err.clone());
     }
 }
 
@@ -231,12 +297,10 @@ impl Connection {
     ) -> Result<Reply<'_>> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
         // Deadlines round up to the next millisecond, never down.
         let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
-        s.pending.insert(seq, Waiter { tx, deadline_ms });
+        s.pending.insert(seq, deadline_ms);
         let reply = Reply {
-            rx,
             forget: Forget {
                 shared: s,
                 seq,
@@ -260,7 +324,6 @@ impl Connection {
 
 /// The reply to a call sent with [`Connection::send`].
 pub(crate) struct Reply<'a> {
-    rx: oneshot::Receiver<Result<Bytes>>,
     forget: Forget<'a>,
 }
 
@@ -268,13 +331,13 @@ impl Future for Reply<'_> {
     type Output = Result<Bytes>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Bytes>> {
-        let res = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
-        // Whoever resolved the receiver (the reader, a sweep or a failing connection) took the
-        // waiter out already: nothing is left to forget.
+        let f = &self.forget;
+        let res = std::task::ready!(f.shared.pending.poll(f.seq, cx));
+        // Taken out of the pending calls: nothing is left to forget.
         self.forget.answered = true;
         Poll::Ready(match res {
-            Ok(res) => res,
-            Err(_) => Err(Error::new(
+            Some(res) => res,
+            None => Err(Error::new(
                 ErrorKind::Transport,
                 format!(
                     "connection to {} closed before the reply",
@@ -353,12 +416,12 @@ async fn read_loop(
             }
             Ok(_) => loop {
                 match ttheader::decode(&mut buf, max_frame_size) {
-                    Ok(Some(frame)) => match s.pending.remove(frame.seq_id) {
-                        Some(waiter) => {
-                            let _ = waiter.tx.send(reply_of(frame));
+                    Ok(Some(frame)) => {
+                        let seq = frame.seq_id;
+                        if !s.pending.answer(seq, reply_of(frame)) {
+                            tracing::trace!(seq, "reply to a forgotten call");
                         }
-                        None => tracing::trace!(seq = frame.seq_id, "reply to a forgotten call"),
-                    },
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(addr = %s.addr, error = %e, "bad frame from server; closing connection");
@@ -389,5 +452,86 @@ fn reply_of(frame: Frame) -> Result<Bytes> {
             ))
         }
         _ => Err(Error::protocol("reply frame has no valid message type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(p: &Pending, seq: u32, waker: &Waker) -> Poll<Option<Result<Bytes>>> {
+        p.poll(seq, &mut TaskContext::from_waker(waker))
+    }
+
+    #[test]
+    fn a_reply_wakes_the_waiting_caller_once_and_the_first_outcome_stands() {
+        let p = Pending::new();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        p.insert(7, 0);
+        assert!(poll(&p, 7, &waker).is_pending());
+        assert!(p.answer(7, Ok(Bytes::from_static(b"first"))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // A second outcome (a late timeout, a failing connection) neither replaces nor wakes.
+        assert!(p.answer(7, Err(Error::protocol("late"))));
+        p.fail_all(&Error::protocol("closed"));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        match poll(&p, 7, &waker) {
+            Poll::Ready(Some(Ok(b))) => assert_eq!(&b[..], b"first"),
+            other => panic!("expected the first reply, got {other:?}"),
+        }
+        // Taken: the call is gone, a reply to it is for nobody.
+        assert!(!p.answer(7, Ok(Bytes::new())));
+        assert!(matches!(poll(&p, 7, &waker), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn an_answer_before_the_first_poll_is_kept_for_it() {
+        let p = Pending::new();
+        p.insert(1, 0);
+        assert!(p.answer(1, Ok(Bytes::from_static(b"early"))));
+        let waker = Waker::from(Arc::new(Count::default()));
+        assert!(matches!(poll(&p, 1, &waker), Poll::Ready(Some(Ok(_)))));
+    }
+
+    #[test]
+    fn a_sweep_fails_only_the_calls_past_their_deadline() {
+        let p = Pending::new();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        p.insert(1, 10);
+        p.insert(2, 0);
+        p.insert(3, 100);
+        for seq in 1..=3 {
+            assert!(poll(&p, seq, &waker).is_pending());
+        }
+        assert_eq!(p.expire(50, addr), 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        match poll(&p, 1, &waker) {
+            Poll::Ready(Some(Err(e))) => assert_eq!(e.kind(), ErrorKind::Timeout),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(poll(&p, 2, &waker).is_pending());
+        assert!(poll(&p, 3, &waker).is_pending());
+        // An expired call is not expired twice; the rest fail with the connection.
+        assert_eq!(p.expire(1_000, addr), 1);
+        p.fail_all(&Error::protocol("closed"));
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
+        match poll(&p, 2, &waker) {
+            Poll::Ready(Some(Err(e))) => assert_eq!(e.kind(), ErrorKind::Protocol),
+            other => panic!("expected the connection's error, got {other:?}"),
+        }
     }
 }

@@ -101,19 +101,23 @@ impl LoadBalancer for ConsistentHash {
         snapshot: &'a Snapshot,
         exclude: &[SocketAddr],
     ) -> Option<&'a Instance> {
-        let state = self.ring.get(snapshot, |i| self.build(i));
-        let ring = &state.1;
-        if ring.is_empty() {
-            return None;
-        }
-        let start = match (self.key)(cx) {
-            Some(k) => ring.partition_point(|(h, _)| *h < hash_of(k)),
-            None => fastrand::usize(..ring.len()),
-        };
-        first_allowed(
-            &snapshot.instances,
-            (0..ring.len().min(256)).map(|k| ring[(start + k) % ring.len()].1),
-            exclude,
+        self.ring.with(
+            snapshot,
+            |i| self.build(i),
+            |ring| {
+                if ring.is_empty() {
+                    return None;
+                }
+                let start = match (self.key)(cx) {
+                    Some(k) => ring.partition_point(|(h, _)| *h < hash_of(k)),
+                    None => fastrand::usize(..ring.len()),
+                };
+                first_allowed(
+                    &snapshot.instances,
+                    (0..ring.len().min(256)).map(|k| ring[(start + k) % ring.len()].1),
+                    exclude,
+                )
+            },
         )
     }
 }

@@ -37,8 +37,8 @@ impl PowerOfTwoChoices {
     #[must_use]
     pub fn inflight(&self, addr: &SocketAddr) -> usize {
         self.inflight
-            .get(addr)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+            .with(addr, |c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 }
 
@@ -94,9 +94,9 @@ impl LoadBalancer for PowerOfTwoChoices {
     }
 
     fn on_finish(&self, addr: SocketAddr) {
-        if let Some(c) = self.inflight.get(&addr) {
+        self.inflight.with(&addr, |c| {
             let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-        }
+        });
     }
 
     fn rebalance(&self, change: &crate::discovery::Change) {

@@ -38,7 +38,7 @@ impl LoadBalancer for WeightedRandom {
         snapshot: &'a Snapshot,
         exclude: &[SocketAddr],
     ) -> Option<&'a Instance> {
-        let state = self.prefix.get(snapshot, |instances| {
+        let prefix_sums = |instances: &[Instance]| {
             instances
                 .iter()
                 .scan(0u64, |acc, i| {
@@ -46,28 +46,29 @@ impl LoadBalancer for WeightedRandom {
                     Some(*acc)
                 })
                 .collect()
-        });
-        let prefix = &state.1;
-        let total = *prefix.last()?;
-        if total == 0 {
-            return None;
-        }
-        let draw = || {
-            let r = fastrand::u64(..total);
-            prefix.partition_point(|&c| c <= r)
         };
-        if exclude.is_empty() {
-            return snapshot.instances.get(draw());
-        }
-        first_allowed(&snapshot.instances, (0..8).map(|_| draw()), exclude)
-            .filter(|i| !exclude.contains(&i.address))
-            .or_else(|| {
-                first_allowed(
-                    &snapshot.instances,
-                    (0..snapshot.instances.len()).filter(|&i| snapshot.instances[i].weight > 0),
-                    exclude,
-                )
-            })
+        self.prefix.with(snapshot, prefix_sums, |prefix| {
+            let total = *prefix.last()?;
+            if total == 0 {
+                return None;
+            }
+            let draw = || {
+                let r = fastrand::u64(..total);
+                prefix.partition_point(|&c| c <= r)
+            };
+            if exclude.is_empty() {
+                return snapshot.instances.get(draw());
+            }
+            first_allowed(&snapshot.instances, (0..8).map(|_| draw()), exclude)
+                .filter(|i| !exclude.contains(&i.address))
+                .or_else(|| {
+                    first_allowed(
+                        &snapshot.instances,
+                        (0..snapshot.instances.len()).filter(|&i| snapshot.instances[i].weight > 0),
+                        exclude,
+                    )
+                })
+        })
     }
 }
 

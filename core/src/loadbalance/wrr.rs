@@ -80,22 +80,27 @@ impl LoadBalancer for WeightedRoundRobin {
         snapshot: &'a Snapshot,
         exclude: &[SocketAddr],
     ) -> Option<&'a Instance> {
-        let state = self.schedule.get(snapshot, schedule);
-        let sched = &state.1;
-        if sched.is_empty() {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        if exclude.is_empty() {
-            return snapshot.instances.get(sched[start % sched.len()]);
-        }
-        let tries = sched.len().min(64);
-        first_allowed(
-            &snapshot.instances,
-            (0..tries).map(|k| sched[(start + k) % sched.len()]),
-            exclude,
-        )
-        .or_else(|| first_allowed(&snapshot.instances, 0..snapshot.instances.len(), exclude))
+        self.schedule.with(snapshot, schedule, |sched| {
+            if sched.is_empty() {
+                return None;
+            }
+            // One entry: nothing to rotate, and no shared counter to bump.
+            let start = if sched.len() == 1 {
+                0
+            } else {
+                self.next.fetch_add(1, Ordering::Relaxed)
+            };
+            if exclude.is_empty() {
+                return snapshot.instances.get(sched[start % sched.len()]);
+            }
+            let tries = sched.len().min(64);
+            first_allowed(
+                &snapshot.instances,
+                (0..tries).map(|k| sched[(start + k) % sched.len()]),
+                exclude,
+            )
+            .or_else(|| first_allowed(&snapshot.instances, 0..snapshot.instances.len(), exclude))
+        })
     }
 }
 

@@ -311,11 +311,14 @@ impl CircuitBreakers {
             return false;
         };
         cfg.enable
-            && self.instances.get(addr).is_some_and(|b| {
-                b.state() == BreakerState::Open
-                    && now_ms().saturating_sub(b.since_ms.load(Ordering::Acquire))
-                        < cfg.cooling_timeout_ms
-            })
+            && self
+                .instances
+                .with(addr, |b| {
+                    b.state() == BreakerState::Open
+                        && now_ms().saturating_sub(b.since_ms.load(Ordering::Acquire))
+                            < cfg.cooling_timeout_ms
+                })
+                .unwrap_or(false)
     }
 
     /// Admits a call to the instance at `addr`, adding it to `ticket`.

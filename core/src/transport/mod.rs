@@ -49,6 +49,16 @@ impl<K: Eq + Hash + Clone, V> CowMap<K, V> {
         self.map.load().get(key).cloned()
     }
 
+    /// Runs `f` with the value of `key`, if any, borrowed from the current map: no reference
+    /// count is updated, unlike [`get`](CowMap::get).
+    pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.load().get(key).map(|v| f(v))
+    }
+
     pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl Fn() -> V) -> Arc<V>
     where
         K: std::borrow::Borrow<Q>,

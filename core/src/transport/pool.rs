@@ -37,14 +37,15 @@ impl Pool {
     /// A live connection to `addr` if there is one (the call path: no future, one lookup);
     /// otherwise the slot to connect, for [`get`](Pool::get).
     pub(crate) fn ready(&self, addr: SocketAddr) -> Result<Arc<Connection>, Option<usize>> {
-        let Some(slots) = self.slots.get(&addr) else {
-            return Err(None);
-        };
-        let i = self.index(&slots);
-        match slots.conns[i].load_full() {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => Err(Some(i)),
-        }
+        self.slots
+            .with(&addr, |slots| {
+                let i = self.index(slots);
+                match slots.conns[i].load_full() {
+                    Some(c) if !c.is_closed() => Ok(c),
+                    _ => Err(Some(i)),
+                }
+            })
+            .unwrap_or(Err(None))
     }
 
     /// A live connection to `addr` in `slot` (the next one when `None`), connecting if needed.

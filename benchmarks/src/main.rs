@@ -706,7 +706,7 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
          the median's 95% confidence interval in brackets (order statistics; nothing assumed \
          about the noise). The ecosystem case's rounds are its 250 ms alternation cycles. A \
          target is met when the whole interval meets it, missed when none of it does, and \
-         \"within noise\" otherwise.\n\n| target | measured | met |\n|---|---|---|"
+         \"within noise\" otherwise (saying which side the median is on).\n\n| target | measured | met |\n|---|---|---|"
     );
     let qps = |case: &str, sys: &str| {
         cases
@@ -838,10 +838,11 @@ fn verdict_line(
         return;
     };
     let (a, b) = (shown(r.low), shown(r.high));
-    let met = match (ok(r.low), ok(r.high)) {
-        (true, true) => "yes",
-        (false, false) => "no",
-        _ => "within noise",
+    let met = match (ok(r.low), ok(r.high), ok(r.median)) {
+        (true, true, _) => "yes",
+        (false, false, _) => "no",
+        (_, _, true) => "within noise (the median meets it)",
+        (_, _, false) => "within noise (the median misses it)",
     };
     let _ = writeln!(
         s,

@@ -48,6 +48,7 @@ pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 mod trace;
+mod w3c;
 
 pub use crate::b3::B3Propagator;
 pub use crate::metrics::MetricsTracer;
@@ -56,10 +57,11 @@ pub use crate::metrics::install_prometheus;
 pub use crate::trace::{
     CallSpan, INSTRUMENTATION_SCOPE, OtelTracer, SharedPropagator, default_propagator,
 };
+pub use crate::w3c::W3cTraceContext;
 
 use gannet_core::{ClientBuilder, ClientSuite, ServerBuilder, ServerSuite};
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 
 use crate::trace::{Propagation, Side};
 
@@ -98,7 +100,7 @@ fn propagator_from_list(list: &str) -> Result<SharedPropagator, ObservabilityErr
     }
     for name in names {
         match name {
-            "tracecontext" => parts.push(Box::new(TraceContextPropagator::new())),
+            "tracecontext" => parts.push(Box::new(W3cTraceContext::new())),
             "baggage" => parts.push(Box::new(BaggagePropagator::new())),
             "none" => {}
             "b3" => parts.push(Box::new(B3Propagator::single_header())),

@@ -20,7 +20,7 @@ use opentelemetry::propagation::{
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{KeyValue, StringValue, Value};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -32,11 +32,12 @@ pub const INSTRUMENTATION_SCOPE: &str = "gannet";
 /// The propagator a tracer injects and extracts trace context with.
 pub type SharedPropagator = Arc<dyn TextMapPropagator + Send + Sync>;
 
-/// W3C trace context and W3C baggage: the default when no global propagator is set.
+/// W3C trace context ([`W3cTraceContext`](crate::W3cTraceContext)) and W3C baggage: the
+/// default when no global propagator is set.
 #[must_use]
 pub fn default_propagator() -> SharedPropagator {
     Arc::new(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
+        Box::new(crate::W3cTraceContext::new()),
         Box::new(BaggagePropagator::new()),
     ]))
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -209,8 +210,11 @@ impl Invoker {
             Ok(conn) => Ok(conn),
             Err(slot) => inner.pool.get(addr, slot, connect_timeout).await,
         };
+        // This task's waker, registered with the call so the reply's first poll has nothing
+        // to look up (the reply is awaited right below, in the same poll).
+        let waker = std::future::poll_fn(|task| Poll::Ready(task.waker().clone())).await;
         let res = match conn {
-            Ok(conn) => match conn.send(rpc_timeout, |buf, seq| {
+            Ok(conn) => match conn.send(rpc_timeout, waker, |buf, seq| {
                 encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
             }) {
                 Ok(reply) => reply.await.map_err(|e| match (e.kind(), rpc_timeout) {

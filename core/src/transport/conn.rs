@@ -100,11 +100,11 @@ impl Pending {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, seq: u32, deadline_ms: u64) {
+    fn insert(&self, seq: u32, deadline_ms: u64, waker: Option<Waker>) {
         self.shard(seq).insert(
             seq,
             Waiter {
-                slot: Slot::Waiting(None),
+                slot: Slot::Waiting(waker),
                 deadline_ms,
             },
         );
@@ -290,17 +290,24 @@ impl Connection {
     /// Sending is synchronous (the frame goes into the write queue), so a call's future holds
     /// only the small [`Reply`], not a state machine around it. Dropping the `Reply` forgets the
     /// call; a late reply is discarded.
+    ///
+    /// `waker` is the task that will poll the `Reply` (the caller's own): registered with the
+    /// call, it spares the `Reply`'s first poll a trip through the pending map's lock. A
+    /// `Reply` polled by another task registers that one instead.
     pub(crate) fn send(
         &self,
         timeout: Option<Duration>,
+        waker: Waker,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<Encoded>,
     ) -> Result<Reply<'_>> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
         // Deadlines round up to the next millisecond, never down.
         let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
-        s.pending.insert(seq, deadline_ms);
+        let registered = Some((waker.data().addr(), waker.vtable()));
+        s.pending.insert(seq, deadline_ms, Some(waker));
         let reply = Reply {
+            registered,
             forget: Forget {
                 shared: s,
                 seq,
@@ -324,6 +331,9 @@ impl Connection {
 
 /// The reply to a call sent with [`Connection::send`].
 pub(crate) struct Reply<'a> {
+    /// Who the waker registered by `send` is (its data address and vtable, as `will_wake`
+    /// compares them), until the first poll.
+    registered: Option<(usize, &'static std::task::RawWakerVTable)>,
     forget: Forget<'a>,
 }
 
@@ -331,6 +341,14 @@ impl Future for Reply<'_> {
     type Output = Result<Bytes>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Bytes>> {
+        // First poll by the task `send` registered: any answer since then woke that task,
+        // which polls again, so there is nothing to look up yet.
+        if let Some((data, vtable)) = self.registered.take() {
+            let w = cx.waker();
+            if w.data().addr() == data && std::ptr::eq(w.vtable(), vtable) {
+                return Poll::Pending;
+            }
+        }
         let f = &self.forget;
         let res = std::task::ready!(f.shared.pending.poll(f.seq, cx));
         // Taken out of the pending calls: nothing is left to forget.
@@ -479,7 +497,7 @@ mod tests {
         let p = Pending::new();
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
-        p.insert(7, 0);
+        p.insert(7, 0, None);
         assert!(poll(&p, 7, &waker).is_pending());
         assert!(p.answer(7, Ok(Bytes::from_static(b"first"))));
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
@@ -497,9 +515,20 @@ mod tests {
     }
 
     #[test]
+    fn a_waker_registered_with_the_call_is_woken_without_a_poll() {
+        let p = Pending::new();
+        let count = Arc::new(Count::default());
+        p.insert(3, 0, Some(Waker::from(count.clone())));
+        assert!(p.answer(3, Ok(Bytes::from_static(b"r"))));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let other = Waker::from(Arc::new(Count::default()));
+        assert!(matches!(poll(&p, 3, &other), Poll::Ready(Some(Ok(_)))));
+    }
+
+    #[test]
     fn an_answer_before_the_first_poll_is_kept_for_it() {
         let p = Pending::new();
-        p.insert(1, 0);
+        p.insert(1, 0, None);
         assert!(p.answer(1, Ok(Bytes::from_static(b"early"))));
         let waker = Waker::from(Arc::new(Count::default()));
         assert!(matches!(poll(&p, 1, &waker), Poll::Ready(Some(Ok(_)))));
@@ -511,9 +540,9 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let addr = SocketAddr::from(([127, 0, 0, 1], 9));
-        p.insert(1, 10);
-        p.insert(2, 0);
-        p.insert(3, 100);
+        p.insert(1, 10, None);
+        p.insert(2, 0, None);
+        p.insert(3, 100, None);
         for seq in 1..=3 {
             assert!(poll(&p, seq, &waker).is_pending());
         }

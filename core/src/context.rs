@@ -198,12 +198,6 @@ impl MetaInfo {
         CURRENT.try_with(Clone::clone).ok()
     }
 
-    /// Runs `f` with `meta` as the current server call's metainfo.
-    #[cfg(test)]
-    pub(crate) async fn scope<F: Future>(meta: MetaInfo, f: F) -> F::Output {
-        CURRENT.scope(meta, f).await
-    }
-
     /// Runs `f` with `meta` as the current server call's metainfo, lent rather than copied:
     /// it moves into the task-local for the run and back into `meta` when `f` finishes, so
     /// middleware on the way out sees it unchanged. (Cloning it cost every request three
@@ -412,7 +406,7 @@ mod tests {
         let mut incoming = MetaInfo::default();
         incoming.accept_wire("RPC_PERSIST_a", "1");
         incoming.accept_wire("RPC_PERSIST_b", "2");
-        let out = MetaInfo::scope(incoming, async {
+        let out = MetaInfo::scope_lent(&mut incoming, async {
             let mut m = MetaInfo::default();
             m.set_persistent("b", "local");
             m.inherit_current();

@@ -210,11 +210,10 @@ impl Invoker {
             Ok(conn) => Ok(conn),
             Err(slot) => inner.pool.get(addr, slot, connect_timeout).await,
         };
-        // This task's waker, registered with the call so the reply's first poll has nothing
-        // to look up (the reply is awaited right below, in the same poll).
-        let waker = std::future::poll_fn(|task| Poll::Ready(task.waker().clone())).await;
         let res = match conn {
-            Ok(conn) => match conn.send(rpc_timeout, waker, |buf, seq| {
+            // This task's waker goes with the call, so the reply's first poll (right below, in
+            // the same poll of this future) has nothing to look up.
+            Ok(conn) => match conn.send(rpc_timeout, current_waker().await, |buf, seq| {
                 encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
             }) {
                 Ok(reply) => reply.await.map_err(|e| match (e.kind(), rpc_timeout) {
@@ -454,6 +453,11 @@ fn encode_request(
         )?;
     }
     finish_frame(w, payload)
+}
+
+/// The waker of the task polling the caller.
+async fn current_waker() -> std::task::Waker {
+    std::future::poll_fn(|task| Poll::Ready(task.waker().clone())).await
 }
 
 /// Formats `n` in decimal into `buf` without allocating.

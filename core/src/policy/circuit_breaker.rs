@@ -267,16 +267,16 @@ impl CircuitBreakers {
     #[must_use]
     pub fn method_state(&self, method: &str) -> BreakerState {
         self.methods
-            .get(method)
-            .map_or(BreakerState::Closed, |b| b.state())
+            .with(method, Breaker::state)
+            .unwrap_or(BreakerState::Closed)
     }
 
     /// The state of the breaker of the instance at `addr`.
     #[must_use]
     pub fn instance_state(&self, addr: &SocketAddr) -> BreakerState {
         self.instances
-            .get(addr)
-            .map_or(BreakerState::Closed, |b| b.state())
+            .with(addr, Breaker::state)
+            .unwrap_or(BreakerState::Closed)
     }
 
     /// Admits a call to `method` (before an instance is picked).

@@ -41,16 +41,8 @@ impl<K: Eq + Hash + Clone, V> CowMap<K, V> {
         }
     }
 
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Eq + Hash + ?Sized,
-    {
-        self.map.load().get(key).cloned()
-    }
-
-    /// Runs `f` with the value of `key`, if any, borrowed from the current map: no reference
-    /// count is updated, unlike [`get`](CowMap::get).
+    /// Runs `f` with the value of `key`, if any, borrowed from the current map (no reference
+    /// count is updated).
     pub(crate) fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
     where
         K: std::borrow::Borrow<Q>,

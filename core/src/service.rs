@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 
 use crate::context::Context;
 use crate::error::Error;
@@ -149,14 +149,19 @@ impl<Req, Resp, E> BoxService<Req, Resp, E> {
         self.inner.call_boxed(cx, req)
     }
 
-    /// Calls the erased service with its future stored in this call's own future when it fits
-    /// (no allocation), for the top of a client's chain. The slot makes the caller's future
-    /// 1 KiB larger, so it is not for nested services (every level would carry one) nor for the
-    /// server, which moves each request's future into a box of its own (a larger future costs
-    /// every request a larger copy, with or without middleware).
-    pub(crate) async fn call_inline(&self, cx: &mut Context, req: Req) -> Result<Resp, E> {
-        let slot = std::pin::pin!(Slot::new());
-        self.inner.call_in(cx, req, slot).await
+    /// Calls the erased service with its future stored in `slot` when it fits (no
+    /// allocation): for the top of a client's chain, whose caller keeps the slot in its own
+    /// future. The slot makes that future 512 bytes larger, so it is not for nested services (every
+    /// level would carry one) nor for the server, which moves each request's future into a box
+    /// of its own (a larger future costs every request a larger copy, with or without
+    /// middleware).
+    pub(crate) fn call_in<'s, 'a>(
+        &'a self,
+        cx: &'a mut Context,
+        req: Req,
+        slot: Pin<&'s mut Slot<'a, Result<Resp, E>>>,
+    ) -> InlineFuture<'s, 'a, Result<Resp, E>> {
+        self.inner.call_in(cx, req, slot)
     }
 }
 
@@ -302,11 +307,19 @@ impl Service<Bytes> for PayloadService {
     type Response = Bytes;
     type Error = Error;
 
-    async fn call(&self, cx: &mut Context, req: Bytes) -> Result<Bytes, Error> {
+    /// Returns the bottom service's own future (no `async fn` layer, and no state machine of
+    /// its own, between a middleware and the invoker or router). The erased kind is wrapped in
+    /// an `async` block because its boxed future borrows the service and the context for one
+    /// lifetime, which only a state machine generic over both can hold.
+    fn call(
+        &self,
+        cx: &mut Context,
+        req: Bytes,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send {
         match &self.inner {
-            Payload::Erased(s) => s.inner.call_boxed(cx, req).await,
-            Payload::Client(invoker) => invoker.call(cx, req).await,
-            Payload::Server(router) => router.call(cx, req).await,
+            Payload::Erased(s) => Either::Left(async move { s.inner.call_boxed(cx, req).await }),
+            Payload::Client(invoker) => Either::Right(Either::Left(invoker.call(cx, req))),
+            Payload::Server(router) => Either::Right(Either::Right(router.call(cx, req))),
         }
     }
 }

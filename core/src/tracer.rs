@@ -47,12 +47,14 @@ impl Tracers {
         self.0.is_empty()
     }
 
+    #[inline]
     pub(crate) fn start(&self, cx: &mut Context) {
         for t in self.0.iter() {
             t.start(cx);
         }
     }
 
+    #[inline]
     pub(crate) fn finish(&self, cx: &mut Context) {
         for t in self.0.iter().rev() {
             t.finish(cx);

@@ -1,13 +1,15 @@
 //! The bottom of the client chain: governance, discovery, balancing and the wire.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use faststr::FastStr;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::OnceCell;
 
@@ -16,12 +18,16 @@ use crate::context::{Context, PERSISTENT_PREFIX, TRANSIENT_PREFIX};
 use crate::discovery::{Change, Discovered, DiscoveryCache, Resolver};
 use crate::error::{Error, ErrorKind, Result};
 use crate::loadbalance::LoadBalancer;
-use crate::policy::circuit_breaker::Window;
+use crate::policy::circuit_breaker::{BreakerTicket, Window};
 use crate::policy::retry::RETRY_TAG;
-use crate::policy::{BackupPolicy, CircuitBreakers, ClientPolicies, FailurePolicy, StopPolicy};
+use crate::policy::{
+    BackupPolicy, CircuitBreakers, ClientPolicies, FailurePolicy, PolicyTable, RetryConfig,
+    StopPolicy,
+};
 use crate::service::Service;
+use crate::transport::conn::Reply;
 use crate::transport::queue::{Body, Encoded, finish_frame};
-use crate::transport::{CowMap, Pool};
+use crate::transport::{Connection, CowMap, Pool};
 
 pub(crate) struct InvokerConfig {
     pub(crate) caller: FastStr,
@@ -172,14 +178,10 @@ impl Invoker {
             })
     }
 
-    /// One attempt to one instance, with its timeout and breakers.
-    async fn send(
-        &self,
-        cx: &Context,
-        payload: Body<'_>,
-        addr: SocketAddr,
-        attempt: u32,
-    ) -> Result<Bytes> {
+    /// Admits one attempt to `addr`: the breakers, the attempt's timeouts, and the balancer's
+    /// count of calls in flight. Every admitted attempt ends in [`settle`](Self::settle).
+    #[inline]
+    fn admit(&self, cx: &Context, addr: SocketAddr) -> Result<Admitted> {
         let inner = &*self.inner;
         let method = cx.method();
         let mut ticket = inner
@@ -204,35 +206,104 @@ impl Invoker {
             )
         };
         inner.cfg.lb.on_start(addr);
-        // The connect timeout bounds connecting; the rpc timeout bounds waiting for the
-        // reply, enforced by the connection (no timer per call).
-        let conn = match inner.pool.ready(addr) {
+        Ok(Admitted {
+            ticket,
+            rpc_timeout,
+            connect_timeout,
+        })
+    }
+
+    /// Writes the request into `conn`'s queue; the reply will wake `waker`'s task. The rpc
+    /// timeout is enforced by the connection (no timer per call).
+    #[inline]
+    fn transmit(
+        &self,
+        conn: Arc<Connection>,
+        cx: &Context,
+        payload: Body<'_>,
+        attempt: u32,
+        rpc_timeout: Option<Duration>,
+        waker: Waker,
+    ) -> Result<Reply> {
+        conn.send(rpc_timeout, waker, |buf, seq| {
+            encode_request(buf, seq, &self.inner.cfg, cx, rpc_timeout, attempt, payload)
+        })
+    }
+
+    /// Ends an admitted attempt (its breaker `ticket` and rpc timeout) with its outcome: a
+    /// timeout gets its context, and the balancer and the breakers learn how it went.
+    #[inline]
+    fn settle(
+        &self,
+        method: &str,
+        addr: SocketAddr,
+        ticket: BreakerTicket,
+        rpc_timeout: Option<Duration>,
+        res: Result<Bytes>,
+    ) -> Result<Bytes> {
+        let res = res.map_err(|e| match (e.kind(), rpc_timeout) {
+            (ErrorKind::Timeout, Some(t)) => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{}/{method} to {addr} timed out after {t:?}",
+                    self.inner.cfg.service
+                ),
+            ),
+            _ => e,
+        });
+        self.inner.cfg.lb.on_finish(addr);
+        ticket.finish(succeeded(&res));
+        res
+    }
+
+    /// One attempt to one instance, with its timeout and breakers (the general path's; the
+    /// fast path does the same steps in [`InvokerCall`]).
+    async fn send(
+        &self,
+        cx: &Context,
+        payload: Body<'_>,
+        addr: SocketAddr,
+        attempt: u32,
+    ) -> Result<Bytes> {
+        self.send_via(cx, payload, addr, attempt, None).await
+    }
+
+    /// [`send`](Self::send), given what the pool said about `addr` when the caller asked it
+    /// already (a connection, or the slot to connect).
+    async fn send_via(
+        &self,
+        cx: &Context,
+        payload: Body<'_>,
+        addr: SocketAddr,
+        attempt: u32,
+        looked_up: Option<std::result::Result<Arc<Connection>, Option<usize>>>,
+    ) -> Result<Bytes> {
+        let inner = &*self.inner;
+        let admitted = self.admit(cx, addr)?;
+        // The connect timeout bounds connecting; the rpc timeout bounds waiting for the reply.
+        let conn = match looked_up.unwrap_or_else(|| inner.pool.ready(addr)) {
             Ok(conn) => Ok(conn),
-            Err(slot) => inner.pool.get(addr, slot, connect_timeout).await,
+            Err(slot) => inner.pool.get(addr, slot, admitted.connect_timeout).await,
         };
         let res = match conn {
             // This task's waker goes with the call, so the reply's first poll (right below, in
             // the same poll of this future) has nothing to look up.
-            Ok(conn) => match conn.send(rpc_timeout, current_waker().await, |buf, seq| {
-                encode_request(buf, seq, &inner.cfg, cx, rpc_timeout, attempt, payload)
-            }) {
-                Ok(reply) => reply.await.map_err(|e| match (e.kind(), rpc_timeout) {
-                    (ErrorKind::Timeout, Some(t)) => Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "{}/{method} to {addr} timed out after {t:?}",
-                            inner.cfg.service
-                        ),
-                    ),
-                    _ => e,
-                }),
-                Err(e) => Err(e),
-            },
+            Ok(conn) => {
+                let waker = current_waker().await;
+                match self.transmit(conn, cx, payload, attempt, admitted.rpc_timeout, waker) {
+                    Ok(reply) => reply.await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
-        inner.cfg.lb.on_finish(addr);
-        ticket.finish(succeeded(&res));
-        res
+        self.settle(
+            cx.method(),
+            addr,
+            admitted.ticket,
+            admitted.rpc_timeout,
+            res,
+        )
     }
 
     fn retry_window(&self, method: &str) -> Arc<Window> {
@@ -474,26 +545,32 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     &buf[i..]
 }
 
-impl Service<Bytes> for Invoker {
-    type Response = Bytes;
-    type Error = Error;
-
-    async fn call(&self, cx: &mut Context, payload: Bytes) -> Result<Bytes> {
-        let policies = &self.inner.cfg.policies;
-        if policies
+impl Invoker {
+    /// The degradation policy's verdict: the error of a call it drops.
+    fn degraded(&self, cx: &Context) -> Option<Error> {
+        self.inner
+            .cfg
+            .policies
             .degradation
             .load_enabled()
             .is_some_and(|d| d.should_drop())
-        {
-            return Err(Error::new(
-                ErrorKind::Degraded,
-                format!(
-                    "call to {}/{} dropped by degradation",
-                    self.inner.cfg.service,
-                    cx.method()
-                ),
-            ));
-        }
+            .then(|| {
+                Error::new(
+                    ErrorKind::Degraded,
+                    format!(
+                        "call to {}/{} dropped by degradation",
+                        self.inner.cfg.service,
+                        cx.method()
+                    ),
+                )
+            })
+    }
+
+    /// A call past degradation, the general way: backup requests, failure retries, the first
+    /// discovery and connecting. [`InvokerCall`] hands calls over to it (boxed) when they need
+    /// any of these.
+    async fn call_general(&self, cx: &mut Context, payload: Bytes) -> Result<Bytes> {
+        let policies = &self.inner.cfg.policies;
         // Hold the table (one reference count) rather than cloning the policy per call.
         let retry = policies
             .retry
@@ -504,8 +581,7 @@ impl Service<Bytes> for Invoker {
         if let Some(r) = policy {
             match (r.kind, &r.failure_policy, &r.backup_policy) {
                 (0, Some(fp), _) => failure = Some(fp),
-                // Boxed: its state machine is large and backup requests are rare.
-                (1, _, Some(bp)) => return Box::pin(self.backup_request(cx, payload, bp)).await,
+                (1, _, Some(bp)) => return self.backup_request(cx, payload, bp).await,
                 _ => {}
             }
         }
@@ -514,13 +590,7 @@ impl Service<Bytes> for Invoker {
             // No retry: the payload goes to the wire as it is (large ones are not copied).
             return self.attempt(cx, d, Body::Owned(payload), 1, false).await;
         };
-        let stop = &fp.stop_policy;
-        let retry = Retrying {
-            // The retry circuit breaker's window, kept only when the policy uses it.
-            window: (stop.cb_policy.error_rate > 0.0).then(|| self.retry_window(cx.method())),
-            // Read the clock only when the policy bounds the duration.
-            started: (stop.max_duration_ms > 0).then(Instant::now),
-        };
+        let retry = Retrying::new(self, cx, &fp.stop_policy);
         let res = self
             .attempt(cx, d, Body::Borrowed(&payload), 1, !fp.retry_same_node)
             .await;
@@ -529,15 +599,368 @@ impl Service<Bytes> for Invoker {
         }
         match res {
             Ok(p) => Ok(p),
-            Err(err) => Box::pin(self.failure_retry(cx, d, payload, fp, retry, err)).await,
+            Err(err) => self.failure_retry(cx, d, payload, fp, retry, err).await,
         }
     }
+
+    /// The first attempt of a fast-path call whose connection to `addr` was not ready:
+    /// connects (into pool slot `slot`), sends, and goes on as a failure policy says.
+    async fn first_connecting(
+        &self,
+        cx: &mut Context,
+        addr: SocketAddr,
+        slot: Option<usize>,
+        mut payload: FirstPayload,
+    ) -> Result<Bytes> {
+        let res = self
+            .send_via(cx, payload.body(), addr, 1, Some(Err(slot)))
+            .await;
+        match payload.into_first() {
+            None => res,
+            Some(first) => {
+                let res = first.record(cx, Some(addr), res);
+                match res {
+                    Ok(p) => Ok(p),
+                    Err(err) => self.retry_first(cx, *first, err).await,
+                }
+            }
+        }
+    }
+
+    /// Failure retries after a fast-path first attempt failed with `err`.
+    async fn retry_first(&self, cx: &mut Context, first: FirstTry, err: Error) -> Result<Bytes> {
+        let FirstTry {
+            table,
+            payload,
+            retrying,
+            ..
+        } = first;
+        let Some(fp) = table
+            .lookup(cx.method())
+            .and_then(|r| r.failure_policy.as_ref())
+        else {
+            return Err(err);
+        };
+        let d = self.discovered().await?;
+        self.failure_retry(cx, d, payload, fp, retrying, err).await
+    }
+}
+
+impl Service<Bytes> for Invoker {
+    type Response = Bytes;
+    type Error = Error;
+
+    fn call(&self, cx: &mut Context, payload: Bytes) -> impl Future<Output = Result<Bytes>> + Send {
+        InvokerCall {
+            invoker: self,
+            cx: Some(cx),
+            state: CallState::Start(payload),
+        }
+    }
+}
+
+/// A call through the invoker, written by hand rather than as an `async fn`.
+///
+/// Nested `async fn`s (call, attempt, send) compiled to a 712-byte future that kept several
+/// copies of the same arguments, and every move of it (into a middleware chain's slot, for
+/// one) copied all of it. On the fast path (a connection ready, no backup request) this future
+/// sends the request synchronously in its first poll and then holds only what the reply needs,
+/// updated in place; anything else goes to [`Invoker::call_general`], boxed.
+///
+/// The general path's future owns a clone of the invoker (an `Arc`) and takes the context, so
+/// this future needs no lifetime common to the invoker's borrow and the context's.
+struct InvokerCall<'s, 'c> {
+    invoker: &'s Invoker,
+    /// The call's context, until the general path takes it.
+    cx: Option<&'c mut Context>,
+    state: CallState<'c>,
+}
+
+enum CallState<'c> {
+    /// Not polled yet: calls are lazy, like an `async fn`'s.
+    Start(Bytes),
+    /// Sent on the fast path; waiting for the reply.
+    Wait(InFlight),
+    /// On the general path (which holds the context).
+    Slow(BoxFuture<'c, Result<Bytes>>),
+    /// Finished.
+    Done,
+}
+
+/// What a fast-path call holds while its reply is on the way.
+struct InFlight {
+    addr: SocketAddr,
+    admitted: Admitted,
+    reply: Reply,
+    /// With a failure policy: what its retries need (boxed: most calls have none).
+    first: Option<Box<FirstTry>>,
+}
+
+/// What the retries after a fast-path first attempt need.
+struct FirstTry {
+    /// The retry table the policy came from (the policy is looked up again on failure).
+    table: Arc<PolicyTable<RetryConfig>>,
+    payload: Bytes,
+    retrying: Retrying,
+    /// Whether retries avoid the instance tried (`!retry_same_node`).
+    remember: bool,
+}
+
+impl FirstTry {
+    /// Books the first attempt (to `addr`, if one was picked) and its outcome, as the general
+    /// path's first attempt does.
+    fn record(
+        &self,
+        cx: &mut Context,
+        addr: Option<SocketAddr>,
+        res: Result<Bytes>,
+    ) -> Result<Bytes> {
+        if let (true, Some(addr)) = (self.remember, addr) {
+            cx.tried.push(addr);
+        }
+        if let Some(w) = &self.retrying.window {
+            w.record(succeeded(&res));
+        }
+        res
+    }
+}
+
+/// The payload of a fast-path call; with a failure policy, kept with what its retries need.
+enum FirstPayload {
+    /// No retries: the payload goes to the wire as it is (large ones are not copied).
+    Once(Bytes),
+    /// Retries may follow: the payload is lent to the attempt.
+    Kept(Box<FirstTry>),
+}
+
+impl FirstPayload {
+    /// The payload for the first attempt (`Once` gives its bytes away).
+    fn body(&mut self) -> Body<'_> {
+        match self {
+            FirstPayload::Once(p) => Body::Owned(std::mem::take(p)),
+            FirstPayload::Kept(f) => Body::Borrowed(&f.payload),
+        }
+    }
+
+    fn into_first(self) -> Option<Box<FirstTry>> {
+        match self {
+            FirstPayload::Once(_) => None,
+            FirstPayload::Kept(f) => Some(f),
+        }
+    }
+}
+
+impl<'c> InvokerCall<'_, 'c> {
+    /// The context, while this future holds it (until the general path takes it).
+    fn context(&mut self) -> Result<&mut Context> {
+        self.cx.as_deref_mut().ok_or_else(taken)
+    }
+
+    /// Hands the rest of the call to the general path: `go` gets the invoker and the context.
+    fn go_slow<F>(&mut self, go: impl FnOnce(Invoker, &'c mut Context) -> F) -> Result<()>
+    where
+        F: Future<Output = Result<Bytes>> + Send + 'c,
+    {
+        let cx = self.cx.take().ok_or_else(taken)?;
+        self.state = CallState::Slow(Box::pin(go(self.invoker.clone(), cx)));
+        Ok(())
+    }
+
+    /// The first poll: sends the call on the fast path (state `Wait`), or hands it over
+    /// (state `Slow`), or finishes it (`Some`). Before the balancer's pick nothing has an
+    /// effect, so a call that needs the general path there (a backup policy, the first
+    /// discovery) starts over on it; a call whose connection is not ready goes on, boxed, from
+    /// the instance picked.
+    fn start(&mut self, payload: Bytes, task: &std::task::Context<'_>) -> Option<Result<Bytes>> {
+        let invoker = self.invoker;
+        let inner = &*invoker.inner;
+        let cx = match self.context() {
+            Ok(cx) => cx,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(e) = invoker.degraded(cx) {
+            return Some(Err(e));
+        }
+        let table = inner
+            .cfg
+            .policies
+            .retry
+            .load_active()
+            .map(arc_swap::Guard::into_inner);
+        let mut failure = None;
+        let mut general = inner.discovered.get().is_none();
+        if let Some(r) = table.as_deref().and_then(|t| t.lookup(cx.method())) {
+            match (r.kind, &r.failure_policy, &r.backup_policy) {
+                (0, Some(fp), _) if !general => {
+                    let retrying = Retrying::new(invoker, cx, &fp.stop_policy);
+                    failure = Some((retrying, !fp.retry_same_node));
+                }
+                (1, _, Some(_)) => general = true,
+                _ => {}
+            }
+        }
+        let (false, Some(d)) = (general, inner.discovered.get()) else {
+            return self
+                .go_slow(|invoker, cx| async move { invoker.call_general(cx, payload).await })
+                .err()
+                .map(Err);
+        };
+        let mut payload = match failure.zip(table) {
+            Some(((retrying, remember), table)) => FirstPayload::Kept(Box::new(FirstTry {
+                table,
+                payload,
+                retrying,
+                remember,
+            })),
+            None => FirstPayload::Once(payload),
+        };
+        cx.rpc_info.stats.attempts = 1;
+        let addr = match invoker.pick(cx, d, &cx.tried) {
+            Ok(addr) => addr,
+            Err(e) => return self.first_done(None, payload.into_first(), Err(e)),
+        };
+        cx.rpc_info.callee.address = Some(addr);
+        let conn = match inner.pool.ready(addr) {
+            Ok(conn) => conn,
+            Err(slot) => {
+                return self
+                    .go_slow(|invoker, cx| async move {
+                        invoker.first_connecting(cx, addr, slot, payload).await
+                    })
+                    .err()
+                    .map(Err);
+            }
+        };
+        let admitted = match invoker.admit(cx, addr) {
+            Ok(admitted) => admitted,
+            Err(e) => return self.first_done(Some(addr), payload.into_first(), Err(e)),
+        };
+        let rpc_timeout = admitted.rpc_timeout;
+        let sent = invoker.transmit(
+            conn,
+            cx,
+            payload.body(),
+            1,
+            rpc_timeout,
+            task.waker().clone(),
+        );
+        let first = payload.into_first();
+        match sent {
+            Ok(reply) => {
+                self.state = CallState::Wait(InFlight {
+                    addr,
+                    admitted,
+                    reply,
+                    first,
+                });
+                None
+            }
+            Err(e) => {
+                let res = invoker.settle(cx.method(), addr, admitted.ticket, rpc_timeout, Err(e));
+                self.first_done(Some(addr), first, res)
+            }
+        }
+    }
+
+    /// The first attempt (to `addr`, if one was picked) ended with `res`: the call's result
+    /// (`Some`), or, when a failure policy says try again, its retries (state `Slow`).
+    fn first_done(
+        &mut self,
+        addr: Option<SocketAddr>,
+        first: Option<Box<FirstTry>>,
+        res: Result<Bytes>,
+    ) -> Option<Result<Bytes>> {
+        let Some(first) = first else {
+            return Some(res);
+        };
+        let res = match self.context() {
+            Ok(cx) => first.record(cx, addr, res),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(p) => Some(Ok(p)),
+            Err(err) => self
+                .go_slow(|invoker, cx| async move { invoker.retry_first(cx, *first, err).await })
+                .err()
+                .map(Err),
+        }
+    }
+}
+
+/// The error of an invoker call polled after it gave its context away: a bug in a caller
+/// polling a finished future, reported rather than panicked on.
+fn taken() -> Error {
+    Error::new(
+        ErrorKind::Transport,
+        "invoker call polled after it finished",
+    )
+}
+
+impl Future for InvokerCall<'_, '_> {
+    type Output = Result<Bytes>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<Result<Bytes>> {
+        let this = self.get_mut();
+        let invoker = this.invoker;
+        loop {
+            match &mut this.state {
+                CallState::Wait(f) => {
+                    let res = std::task::ready!(Pin::new(&mut f.reply).poll(task));
+                    let (addr, first) = (f.addr, f.first.take());
+                    let ticket = std::mem::take(&mut f.admitted.ticket);
+                    let rpc_timeout = f.admitted.rpc_timeout;
+                    this.state = CallState::Done;
+                    let res = match this.context() {
+                        Ok(cx) => invoker.settle(cx.method(), addr, ticket, rpc_timeout, res),
+                        Err(e) => Err(e),
+                    };
+                    if let Some(res) = this.first_done(Some(addr), first, res) {
+                        return Poll::Ready(res);
+                    }
+                }
+                CallState::Slow(fut) => {
+                    let res = std::task::ready!(fut.as_mut().poll(task));
+                    this.state = CallState::Done;
+                    return Poll::Ready(res);
+                }
+                CallState::Start(payload) => {
+                    let payload = std::mem::take(payload);
+                    if let Some(res) = this.start(payload, task) {
+                        this.state = CallState::Done;
+                        return Poll::Ready(res);
+                    }
+                    // On the fast path the loop polls the reply once right away: it registered
+                    // this task's waker when it was sent, and that first poll sees so and stops.
+                }
+                CallState::Done => return Poll::Ready(Err(taken())),
+            }
+        }
+    }
+}
+
+/// An attempt the breakers admitted, with its timeouts.
+struct Admitted {
+    ticket: BreakerTicket,
+    rpc_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
 }
 
 /// What a failure retry carries from the first attempt to the next.
 struct Retrying {
     window: Option<Arc<Window>>,
     started: Option<Instant>,
+}
+
+impl Retrying {
+    /// Before the first attempt of a call under `stop`.
+    fn new(invoker: &Invoker, cx: &Context, stop: &StopPolicy) -> Self {
+        Self {
+            // The retry circuit breaker's window, kept only when the policy uses it.
+            window: (stop.cb_policy.error_rate > 0.0).then(|| invoker.retry_window(cx.method())),
+            // Read the clock only when the policy bounds the duration.
+            started: (stop.max_duration_ms > 0).then(Instant::now),
+        }
+    }
 }
 
 /// Whether a result counts as a success for breakers and retry windows (a remote application

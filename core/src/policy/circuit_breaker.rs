@@ -219,7 +219,8 @@ impl Breaker {
 }
 
 /// A call's passage through the breakers; report its outcome with [`BreakerTicket::finish`].
-#[derive(Debug)]
+/// The default ticket passed no breaker.
+#[derive(Debug, Default)]
 pub(crate) struct BreakerTicket {
     method: Option<(std::sync::Arc<Breaker>, CircuitBreakerConfig, Admission)>,
     instance: Option<(std::sync::Arc<Breaker>, CircuitBreakerConfig, Admission)>,

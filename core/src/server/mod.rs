@@ -504,8 +504,8 @@ impl Service<Bytes> for SharedRouter {
     type Response = Bytes;
     type Error = Error;
 
-    async fn call(&self, cx: &mut Context, payload: Bytes) -> Result<Bytes> {
-        self.0.call(cx, payload).await
+    fn call(&self, cx: &mut Context, payload: Bytes) -> impl Future<Output = Result<Bytes>> + Send {
+        self.0.call(cx, payload)
     }
 }
 

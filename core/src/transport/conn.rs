@@ -288,36 +288,38 @@ impl Connection {
     /// every [`SWEEP_EVERY`] by the connection's reader, not by a timer per call).
     ///
     /// Sending is synchronous (the frame goes into the write queue), so a call's future holds
-    /// only the small [`Reply`], not a state machine around it. Dropping the `Reply` forgets the
-    /// call; a late reply is discarded.
+    /// only the small [`Reply`], not a state machine around it. The `Reply` keeps the handle it
+    /// is given (`self`), so it borrows nothing and a hand-written future can hold it. Dropping
+    /// the `Reply` forgets the call; a late reply is discarded.
     ///
     /// `waker` is the task that will poll the `Reply` (the caller's own): registered with the
     /// call, it spares the `Reply`'s first poll a trip through the pending map's lock. A
     /// `Reply` polled by another task registers that one instead.
     pub(crate) fn send(
-        &self,
+        self: Arc<Self>,
         timeout: Option<Duration>,
         waker: Waker,
         encode: impl FnOnce(&mut BytesMut, u32) -> Result<Encoded>,
-    ) -> Result<Reply<'_>> {
+    ) -> Result<Reply> {
         let s = &*self.shared;
         let seq = s.next_seq.fetch_add(1, Ordering::Relaxed);
         // Deadlines round up to the next millisecond, never down.
         let deadline_ms = timeout.map_or(0, |t| now_ms() + t.as_millis() as u64 + 1);
         let registered = Some((waker.data().addr(), waker.vtable()));
         s.pending.insert(seq, deadline_ms, Some(waker));
+        if deadline_ms != 0 && s.timed.fetch_add(1, Ordering::AcqRel) == 0 {
+            s.timed_started.notify_one();
+        }
         let reply = Reply {
             registered,
             forget: Forget {
-                shared: s,
+                conn: self,
                 seq,
                 timed: deadline_ms != 0,
                 answered: false,
             },
         };
-        if deadline_ms != 0 && s.timed.fetch_add(1, Ordering::AcqRel) == 0 {
-            s.timed_started.notify_one();
-        }
+        let s = &*reply.forget.conn.shared;
         if s.closed.load(Ordering::SeqCst) {
             return Err(Error::new(
                 ErrorKind::Transport,
@@ -330,14 +332,14 @@ impl Connection {
 }
 
 /// The reply to a call sent with [`Connection::send`].
-pub(crate) struct Reply<'a> {
+pub(crate) struct Reply {
     /// Who the waker registered by `send` is (its data address and vtable, as `will_wake`
     /// compares them), until the first poll.
     registered: Option<(usize, &'static std::task::RawWakerVTable)>,
-    forget: Forget<'a>,
+    forget: Forget,
 }
 
-impl Future for Reply<'_> {
+impl Future for Reply {
     type Output = Result<Bytes>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<Bytes>> {
@@ -350,7 +352,7 @@ impl Future for Reply<'_> {
             }
         }
         let f = &self.forget;
-        let res = std::task::ready!(f.shared.pending.poll(f.seq, cx));
+        let res = std::task::ready!(f.conn.shared.pending.poll(f.seq, cx));
         // Taken out of the pending calls: nothing is left to forget.
         self.forget.answered = true;
         Poll::Ready(match res {
@@ -359,7 +361,7 @@ impl Future for Reply<'_> {
                 ErrorKind::Transport,
                 format!(
                     "connection to {} closed before the reply",
-                    self.forget.shared.addr
+                    self.forget.conn.shared.addr
                 ),
             )),
         })
@@ -369,20 +371,21 @@ impl Future for Reply<'_> {
 use crate::clock::now_ms;
 
 /// Removes a pending call when its caller stops waiting before it was answered.
-struct Forget<'a> {
-    shared: &'a Shared,
+struct Forget {
+    conn: Arc<Connection>,
     seq: u32,
     timed: bool,
     answered: bool,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Forget {
     fn drop(&mut self) {
+        let shared = &*self.conn.shared;
         if !self.answered {
-            self.shared.pending.remove(self.seq);
+            shared.pending.remove(self.seq);
         }
         if self.timed {
-            self.shared.timed.fetch_sub(1, Ordering::AcqRel);
+            shared.timed.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -284,13 +284,47 @@ fn load_alt(args: &[String]) -> Result<(), BoxError> {
     })
 }
 
-/// Runs an alternating case: every system's server in its own process (pinned like the
-/// others), one client process driving them in turn. Returns the rows and each system's QPS per
-/// cycle.
+/// Runs an alternating case in `o.rounds` sessions, each with fresh processes (every system's
+/// server in its own, pinned like the others, and one client process driving them in turn).
+/// A session's QPS per system is its total over its phases: the case's rounds are the
+/// sessions, so ratios and their intervals take in what differs between separate runs (heap
+/// and cache layout, the neighbours' load), not only the noise between phases. Returns each
+/// system's median session and its QPS per session.
 fn run_alternating_case(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Vec<Row>, RoundsQps) {
-    let cycles = ((o.duration.as_secs_f64() * o.rounds as f64) / PHASE.as_secs_f64())
+    let cycles = (o.duration.as_secs_f64() / PHASE.as_secs_f64())
         .ceil()
         .max(2.0) as usize;
+    let mut sessions: Vec<Vec<Row>> = vec![Vec::with_capacity(o.rounds); systems.len()];
+    for session in 0..o.rounds {
+        eprintln!("  session {}/{}", session + 1, o.rounds);
+        for (runs, row) in sessions
+            .iter_mut()
+            .zip(run_alternating_session(o, spec, systems, cycles))
+        {
+            runs.push(row);
+        }
+    }
+    let rounds = systems
+        .iter()
+        .zip(&sessions)
+        .map(|(s, runs)| {
+            let qps = runs
+                .iter()
+                .map(|r| r.result.as_ref().map(|x| x.qps))
+                .collect();
+            (s.name().to_string(), qps)
+        })
+        .collect();
+    (sessions.into_iter().map(median_row).collect(), rounds)
+}
+
+/// One session of an alternating case: `cycles` cycles, each giving every system one phase.
+fn run_alternating_session(
+    o: &Options,
+    spec: &CaseSpec,
+    systems: &[System],
+    cycles: usize,
+) -> Vec<Row> {
     let outcome = (|| -> Result<(AltResult, Vec<(f64, u64)>), BoxError> {
         let mut servers = Vec::with_capacity(systems.len());
         for system in systems {
@@ -320,39 +354,28 @@ fn run_alternating_case(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Ve
         client_result(&mut client, &pids)
     })();
     match outcome {
-        Ok((alt, servers)) => {
-            let rows = systems
-                .iter()
-                .zip(alt.results)
-                .zip(servers)
-                .map(|((s, result), (cpu, rss))| Row {
-                    system: s.name().to_string(),
-                    result: Some(result),
-                    server_cpu_s: cpu,
-                    server_peak_rss_kib: rss,
-                    failure: None,
-                })
-                .collect();
-            let rounds = systems
-                .iter()
-                .zip(alt.cycles)
-                .map(|(s, q)| (s.name().to_string(), q.into_iter().map(Some).collect()))
-                .collect();
-            (rows, rounds)
-        }
-        Err(e) => {
-            let rows = systems
-                .iter()
-                .map(|s| Row {
-                    system: s.name().to_string(),
-                    result: None,
-                    server_cpu_s: 0.0,
-                    server_peak_rss_kib: 0,
-                    failure: Some(e.to_string()),
-                })
-                .collect();
-            (rows, Vec::new())
-        }
+        Ok((alt, servers)) => systems
+            .iter()
+            .zip(alt.results)
+            .zip(servers)
+            .map(|((s, result), (cpu, rss))| Row {
+                system: s.name().to_string(),
+                result: Some(result),
+                server_cpu_s: cpu,
+                server_peak_rss_kib: rss,
+                failure: None,
+            })
+            .collect(),
+        Err(e) => systems
+            .iter()
+            .map(|s| Row {
+                system: s.name().to_string(),
+                result: None,
+                server_cpu_s: 0.0,
+                server_peak_rss_kib: 0,
+                failure: Some(e.to_string()),
+            })
+            .collect(),
     }
 }
 
@@ -660,14 +683,16 @@ fn run_rounds(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Vec<Row>, Ro
 
 fn alternating_method(o: &Options) -> String {
     format!(
-        "Every system's server is its own process with a multi-thread tokio runtime of {} worker \
-         thread(s), and one client process drives them in turn{}: phases of {:?} (the first \
-         {:?} of each not measured), every cycle giving each system one phase, every other cycle \
-         in reverse order, {:?} of warm-up phases first; so systems are compared a few hundred \
-         milliseconds apart rather than seconds. Each row sums the system's measured phases \
-         (the QPS column shows the range over cycles); client CPU is the client process's over \
-         the system's phases; client peak RSS is the one client process's. Latency from \
-         `hdrhistogram` on the client. Loopback only.",
+        "{} sessions, each with fresh processes: every system's server is its own process with \
+         a multi-thread tokio runtime of {} worker thread(s), and one client process drives them \
+         in turn{}: phases of {:?} (the first {:?} of each not measured), every cycle giving each \
+         system one phase, every other cycle in reverse order, {:?} of warm-up phases first; so \
+         systems are compared a few hundred milliseconds apart rather than seconds, and ratios \
+         are taken per session (a session's QPS per system is its total over its phases). Each \
+         row is the system's median session (the QPS column shows the range over sessions); \
+         client CPU is the client process's over the system's phases; client peak RSS \
+         is the one client process's. Latency from `hdrhistogram` on the client. Loopback only.",
+        o.rounds,
         o.threads,
         if o.pin {
             ", the servers pinned to CPU 0 and the client to CPU 1 (`taskset`)"
@@ -704,7 +729,8 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
         "\n## Targets\n\nRatios between systems are the median over rounds of their QPS in the same \
          round (systems in one round run back to back, so they share the machine's state), with \
          the median's 95% confidence interval in brackets (order statistics; nothing assumed \
-         about the noise). The ecosystem case's rounds are its 250 ms alternation cycles. A \
+         about the noise). The ecosystem case's rounds are separate sessions, each alternating \
+         the systems in 250 ms phases. A \
          target is met when the whole interval meets it, missed when none of it does, and \
          \"within noise\" otherwise (saying which side the median is on).\n\n| target | measured | met |\n|---|---|---|"
     );

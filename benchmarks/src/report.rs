@@ -185,10 +185,41 @@ pub fn write_case(dir: &Path, case: &Case, info: &RunInfo) -> Result<(), crate::
         case.method.as_deref().unwrap_or(&info.setup)
     );
     md.push_str(&table(case));
+    md.push_str(&rounds_table(case));
     let _ = writeln!(md, "\n![QPS and p99 per system]({}.svg)", case.name);
     std::fs::write(dir.join(format!("{}.md", case.name)), md)?;
     plot(&dir.join(format!("{}.svg", case.name)), case)?;
     Ok(())
+}
+
+/// Every round's QPS per system (the data the ratios and their intervals come from), empty
+/// for a case measured once.
+#[must_use]
+pub fn rounds_table(case: &Case) -> String {
+    let n = case.rounds.iter().map(|(_, q)| q.len()).max().unwrap_or(0);
+    if n < 2 {
+        return String::new();
+    }
+    let mut md = String::from("\nQPS per round:\n\n| round |");
+    for (system, _) in &case.rounds {
+        let _ = write!(md, " {system} |");
+    }
+    md.push_str("\n|---:|");
+    md.push_str(&"---:|".repeat(case.rounds.len()));
+    md.push('\n');
+    for i in 0..n {
+        let _ = write!(md, "| {} |", i + 1);
+        for (_, qps) in &case.rounds {
+            match qps.get(i).copied().flatten() {
+                Some(q) => {
+                    let _ = write!(md, " {q:.0} |");
+                }
+                None => md.push_str(" failed |"),
+            }
+        }
+        md.push('\n');
+    }
+    md
 }
 
 fn plot(path: &Path, case: &Case) -> Result<(), crate::BoxError> {
@@ -252,7 +283,30 @@ fn plot(path: &Path, case: &Case) -> Result<(), crate::BoxError> {
 
 #[cfg(test)]
 mod tests {
-    use super::PairedRatio;
+    use super::{Case, PairedRatio, rounds_table};
+
+    #[test]
+    fn the_rounds_table_lists_every_round_and_marks_failures() {
+        let case = Case {
+            name: "c".into(),
+            title: "C".into(),
+            rows: Vec::new(),
+            rounds: vec![
+                ("a".into(), vec![Some(10.4), Some(12.0)]),
+                ("b".into(), vec![Some(9.0), None]),
+            ],
+            method: None,
+        };
+        let md = rounds_table(&case);
+        assert!(md.contains("| round | a | b |"), "{md}");
+        assert!(md.contains("| 1 | 10 | 9 |"), "{md}");
+        assert!(md.contains("| 2 | 12 | failed |"), "{md}");
+        let once = Case {
+            rounds: vec![("a".into(), vec![Some(1.0)])],
+            ..case
+        };
+        assert_eq!(rounds_table(&once), "");
+    }
 
     #[test]
     fn the_median_interval_narrows_with_more_rounds() {

@@ -304,18 +304,24 @@ fn run_alternating_case(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Ve
             runs.push(row);
         }
     }
+    summarize_runs(systems, sessions)
+}
+
+/// Each system's median run (as its row) and its QPS in every run, from `runs[i]`, system
+/// `i`'s runs in order.
+fn summarize_runs(systems: &[System], runs: Vec<Vec<Row>>) -> (Vec<Row>, RoundsQps) {
     let rounds = systems
         .iter()
-        .zip(&sessions)
-        .map(|(s, runs)| {
-            let qps = runs
+        .zip(&runs)
+        .map(|(s, rows)| {
+            let qps = rows
                 .iter()
                 .map(|r| r.result.as_ref().map(|x| x.qps))
                 .collect();
             (s.name().to_string(), qps)
         })
         .collect();
-    (sessions.into_iter().map(median_row).collect(), rounds)
+    (runs.into_iter().map(median_row).collect(), rounds)
 }
 
 /// One session of an alternating case: `cycles` cycles, each giving every system one phase.
@@ -667,18 +673,7 @@ fn run_rounds(o: &Options, spec: &CaseSpec, systems: &[System]) -> (Vec<Row>, Ro
             runs[i].push(row);
         }
     }
-    let rounds = systems
-        .iter()
-        .zip(&runs)
-        .map(|(s, rows)| {
-            let qps = rows
-                .iter()
-                .map(|r| r.result.as_ref().map(|x| x.qps))
-                .collect();
-            (s.name().to_string(), qps)
-        })
-        .collect();
-    (runs.into_iter().map(median_row).collect(), rounds)
+    summarize_runs(systems, runs)
 }
 
 fn alternating_method(o: &Options) -> String {

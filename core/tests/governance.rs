@@ -3,10 +3,15 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
+use gannet_core::discovery::{Instance, Snapshot};
 use gannet_core::error::code;
+use gannet_core::loadbalance::{LoadBalancer, WeightedRoundRobin};
 use gannet_core::policy::{BreakerState, CircuitBreakerConfig, RetryConfig};
 use gannet_core::{Client, ErrorKind};
 
@@ -539,4 +544,133 @@ async fn a_timeout_fires_while_its_connection_is_busy() {
     );
     assert_eq!(client.connection_count(), 1);
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_does_not_keep_the_breaker_shut() {
+    init_tracing();
+    let (server, _hits, client) = serve_and_connect("gov", "s1").await;
+    let p = client.policies();
+    p.timeout
+        .set_json(r#"{"*": {"rpc_timeout_ms": 20}}"#)
+        .unwrap();
+    p.circuit_break
+        .set_json(r#"{"Echo": {"enable": true, "err_rate": 0.5, "min_sample": 4, "cooling_timeout_ms": 100}}"#)
+        .unwrap();
+    for _ in 0..4 {
+        let e = client
+            .call::<_, Echo>("Echo", &slow(200))
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout());
+    }
+    assert_eq!(
+        client.circuit_breakers().method_state("Echo"),
+        BreakerState::Open
+    );
+    p.timeout
+        .set_json(r#"{"*": {"rpc_timeout_ms": 10000}}"#)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The probe's caller gives up before the (slow) reply: the probe has no outcome.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        client.call::<_, Echo>("Echo", &slow(2000)),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the probe was cancelled, not answered");
+    // After another cooling period a new probe goes through and closes the breaker (a lost
+    // probe used to leave it admitting nothing, ever).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let ok: Echo = client.call("Echo", &echo("probe")).await.unwrap();
+    assert_eq!(ok.text, "probe");
+    assert_eq!(
+        client.circuit_breakers().method_state("Echo"),
+        BreakerState::Closed
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Round robin that counts the calls it is told started and finished.
+#[derive(Default)]
+struct CountingBalancer {
+    inner: WeightedRoundRobin,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl LoadBalancer for CountingBalancer {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+    fn pick<'a>(
+        &self,
+        cx: &gannet_core::Context,
+        snapshot: &'a Snapshot,
+        exclude: &[SocketAddr],
+    ) -> Option<&'a Instance> {
+        self.inner.pick(cx, snapshot, exclude)
+    }
+    fn on_start(&self, _addr: SocketAddr) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_finish(&self, _addr: SocketAddr) {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_no_longer_in_flight_for_the_balancer() {
+    init_tracing();
+    let (b, _hits) = echo_server("gov", "s1");
+    let server = b.start().await.unwrap();
+    let lb = Arc::new(CountingBalancer::default());
+    let client = Client::builder("gov")
+        .address(server.local_addr())
+        .load_balancer(SharedBalancer(lb.clone()))
+        .build()
+        .unwrap();
+    let balanced = |lb: &CountingBalancer| {
+        (
+            lb.started.load(Ordering::SeqCst),
+            lb.finished.load(Ordering::SeqCst),
+        )
+    };
+    // The first call of a client discovers and connects (the general path); later calls find
+    // their connection ready. A caller giving up on either must not leave a call counted.
+    for n in 1..=3 {
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.call::<_, Echo>("Echo", &slow(2000)),
+        )
+        .await;
+        assert!(cancelled.is_err(), "call {n} was cancelled");
+        assert_eq!(balanced(&lb), (n, n), "after cancelled call {n}");
+    }
+    let _: Echo = client.call("Echo", &echo("x")).await.unwrap();
+    assert_eq!(balanced(&lb), (4, 4));
+    server.shutdown().await.unwrap();
+}
+
+/// Lends a balancer the test keeps a handle to.
+struct SharedBalancer(Arc<CountingBalancer>);
+
+impl LoadBalancer for SharedBalancer {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn pick<'a>(
+        &self,
+        cx: &gannet_core::Context,
+        snapshot: &'a Snapshot,
+        exclude: &[SocketAddr],
+    ) -> Option<&'a Instance> {
+        self.0.pick(cx, snapshot, exclude)
+    }
+    fn on_start(&self, addr: SocketAddr) {
+        self.0.on_start(addr);
+    }
+    fn on_finish(&self, addr: SocketAddr) {
+        self.0.on_finish(addr);
+    }
 }

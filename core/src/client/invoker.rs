@@ -280,6 +280,13 @@ impl Invoker {
     ) -> Result<Bytes> {
         let inner = &*self.inner;
         let admitted = self.admit(cx, addr)?;
+        // Should this future be dropped before the outcome, the balancer still learns the
+        // call is no longer in flight, and a breaker probe is given back.
+        let in_flight = InFlightGuard {
+            lb: &*inner.cfg.lb,
+            addr,
+            ticket: &admitted.ticket,
+        };
         // The connect timeout bounds connecting; the rpc timeout bounds waiting for the reply.
         let conn = match looked_up.unwrap_or_else(|| inner.pool.ready(addr)) {
             Ok(conn) => Ok(conn),
@@ -297,6 +304,7 @@ impl Invoker {
             }
             Err(e) => Err(e),
         };
+        std::mem::forget(in_flight);
         self.settle(
             cx.method(),
             addr,
@@ -934,6 +942,33 @@ impl Future for InvokerCall<'_, '_> {
                 }
                 CallState::Done => return Poll::Ready(Err(taken())),
             }
+        }
+    }
+}
+
+/// Cancels an attempt whose future is dropped before [`Invoker::settle`] (which ends it
+/// otherwise; the guard is forgotten then): the balancer learns it is no longer in flight, and
+/// a breaker probe it carried is given back.
+struct InFlightGuard<'a> {
+    lb: &'a dyn LoadBalancer,
+    addr: SocketAddr,
+    ticket: &'a BreakerTicket,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.ticket.cancel();
+        self.lb.on_finish(self.addr);
+    }
+}
+
+/// A fast-path call dropped while its reply was on the way (its caller stopped waiting) is
+/// cancelled the same way; the reply forgets itself.
+impl Drop for InvokerCall<'_, '_> {
+    fn drop(&mut self) {
+        if let CallState::Wait(f) = &self.state {
+            f.admitted.ticket.cancel();
+            self.invoker.inner.cfg.lb.on_finish(f.addr);
         }
     }
 }

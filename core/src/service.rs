@@ -151,10 +151,10 @@ impl<Req, Resp, E> BoxService<Req, Resp, E> {
 
     /// Calls the erased service with its future stored in `slot` when it fits (no
     /// allocation): for the top of a client's chain, whose caller keeps the slot in its own
-    /// future. The slot makes that future 512 bytes larger, so it is not for nested services (every
-    /// level would carry one) nor for the server, which moves each request's future into a box
-    /// of its own (a larger future costs every request a larger copy, with or without
-    /// middleware).
+    /// future. The slot makes that future 512 bytes larger, so it is not for nested services
+    /// (every level would carry one) nor for the server, whose request futures are built per
+    /// request: a larger one cost every request a larger copy, with or without middleware
+    /// (callgrind, bare server: 4,119 → 4,494 instructions per request with the slot).
     pub(crate) fn call_in<'s, 'a>(
         &'a self,
         cx: &'a mut Context,

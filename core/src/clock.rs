@@ -13,6 +13,9 @@ struct Anchor {
     clock: quanta::Clock,
     raw: u64,
     std: Instant,
+    /// Nanoseconds per 2³² raw ticks: a difference of readings scales with one multiply
+    /// (quanta's `delta` also matches on its clock kind and checks its calibration).
+    ns_per_2_32_ticks: u64,
 }
 
 #[inline]
@@ -21,10 +24,12 @@ fn anchor() -> &'static Anchor {
     ANCHOR.get_or_init(|| {
         let clock = quanta::Clock::new();
         let raw = clock.raw();
+        let ns_per_2_32_ticks = clock.delta_as_nanos(0, 1 << 32);
         Anchor {
             clock,
             raw,
             std: Instant::now(),
+            ns_per_2_32_ticks,
         }
     })
 }
@@ -49,7 +54,9 @@ impl Timestamp {
     #[must_use]
     #[inline]
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
-        anchor().clock.delta(earlier.0, self.0)
+        let ticks = self.0.saturating_sub(earlier.0);
+        let ns = (u128::from(ticks) * u128::from(anchor().ns_per_2_32_ticks)) >> 32;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
     /// The time since `self`.
@@ -98,6 +105,21 @@ mod tests {
         let (ia, ib) = (a.to_instant(), b.to_instant());
         assert!(ib.duration_since(ia).abs_diff(fast) < Duration::from_micros(10));
         assert!(ib <= std::time::Instant::now() + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn durations_scale_like_quanta_over_short_and_long_spans() {
+        let a = super::anchor();
+        for ticks in [1u64, 1_000, 1_000_000, 1_000_000_000, 1_000_000_000_000] {
+            let start = Timestamp(a.raw);
+            let end = Timestamp(a.raw + ticks);
+            let ours = end.saturating_duration_since(start);
+            let quanta = a.clock.delta(a.raw, a.raw + ticks);
+            assert!(
+                ours.abs_diff(quanta) <= Duration::from_micros(1),
+                "{ticks} ticks: {ours:?} vs {quanta:?}"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub struct CallStats {
 impl CallStats {
     /// The call's duration, once finished.
     #[must_use]
+    #[inline]
     pub fn duration(&self) -> Option<Duration> {
         Some(self.end?.saturating_duration_since(self.start?))
     }

@@ -584,15 +584,11 @@ impl Invoker {
             .retry
             .load_active()
             .map(arc_swap::Guard::into_inner);
-        let policy = retry.as_deref().and_then(|t| t.lookup(cx.method()));
-        let mut failure = None;
-        if let Some(r) = policy {
-            match (r.kind, &r.failure_policy, &r.backup_policy) {
-                (0, Some(fp), _) => failure = Some(fp),
-                (1, _, Some(bp)) => return self.backup_request(cx, payload, bp).await,
-                _ => {}
-            }
-        }
+        let failure = match RetryPlan::of(retry.as_deref(), cx.method()) {
+            RetryPlan::Backup(bp) => return self.backup_request(cx, payload, bp).await,
+            RetryPlan::Failure(fp) => Some(fp),
+            RetryPlan::Once => None,
+        };
         let d = self.discovered().await?;
         let Some(fp) = failure else {
             // No retry: the payload goes to the wire as it is (large ones are not copied).
@@ -643,10 +639,7 @@ impl Invoker {
             retrying,
             ..
         } = first;
-        let Some(fp) = table
-            .lookup(cx.method())
-            .and_then(|r| r.failure_policy.as_ref())
-        else {
+        let RetryPlan::Failure(fp) = RetryPlan::of(Some(&table), cx.method()) else {
             return Err(err);
         };
         let d = self.discovered().await?;
@@ -795,23 +788,21 @@ impl<'c> InvokerCall<'_, 'c> {
             .retry
             .load_active()
             .map(arc_swap::Guard::into_inner);
-        let mut failure = None;
-        let mut general = inner.discovered.get().is_none();
-        if let Some(r) = table.as_deref().and_then(|t| t.lookup(cx.method())) {
-            match (r.kind, &r.failure_policy, &r.backup_policy) {
-                (0, Some(fp), _) if !general => {
-                    let retrying = Retrying::new(invoker, cx, &fp.stop_policy);
-                    failure = Some((retrying, !fp.retry_same_node));
-                }
-                (1, _, Some(_)) => general = true,
-                _ => {}
-            }
-        }
-        let (false, Some(d)) = (general, inner.discovered.get()) else {
+        let (Some(d), plan @ (RetryPlan::Once | RetryPlan::Failure(_))) = (
+            inner.discovered.get(),
+            RetryPlan::of(table.as_deref(), cx.method()),
+        ) else {
             return self
                 .go_slow(|invoker, cx| async move { invoker.call_general(cx, payload).await })
                 .err()
                 .map(Err);
+        };
+        let failure = match plan {
+            RetryPlan::Failure(fp) => Some((
+                Retrying::new(invoker, cx, &fp.stop_policy),
+                !fp.retry_same_node,
+            )),
+            _ => None,
         };
         let mut payload = match failure.zip(table) {
             Some(((retrying, remember), table)) => FirstPayload::Kept(Box::new(FirstTry {
@@ -978,6 +969,30 @@ struct Admitted {
     ticket: BreakerTicket,
     rpc_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+}
+
+/// What a call's retry policy asks for.
+enum RetryPlan<'p> {
+    /// One attempt.
+    Once,
+    /// Failure retries (policy type 0).
+    Failure(&'p FailurePolicy),
+    /// Backup requests (policy type 1).
+    Backup(&'p BackupPolicy),
+}
+
+impl<'p> RetryPlan<'p> {
+    /// The plan `table` (the retry policies in force, if any) has for `method`.
+    fn of(table: Option<&'p PolicyTable<RetryConfig>>, method: &str) -> Self {
+        match table.and_then(|t| t.lookup(method)) {
+            Some(r) => match (r.kind, &r.failure_policy, &r.backup_policy) {
+                (0, Some(fp), _) => RetryPlan::Failure(fp),
+                (1, _, Some(bp)) => RetryPlan::Backup(bp),
+                _ => RetryPlan::Once,
+            },
+            None => RetryPlan::Once,
+        }
+    }
 }
 
 /// What a failure retry carries from the first attempt to the next.

@@ -280,19 +280,17 @@ async fn backup_request_answers_from_the_fast_instance() {
     fast.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn method_breaker_opens_then_half_opens_and_closes() {
-    init_tracing();
-    let (server, hits, client) = serve_and_connect("gov", "s1").await;
-    client
-        .policies()
-        .timeout
+/// Turns on `Echo`'s breaker (half of at least four calls failing opens it, `cooling_ms` of
+/// cooling) with a 20 ms timeout, and opens it with four calls that time out.
+async fn open_echo_breaker(client: &Client, cooling_ms: u64) {
+    let p = client.policies();
+    p.timeout
         .set_json(r#"{"*": {"rpc_timeout_ms": 20}}"#)
         .unwrap();
-    client
-        .policies()
-        .circuit_break
-        .set_json(r#"{"Echo": {"enable": true, "err_rate": 0.5, "min_sample": 4, "cooling_timeout_ms": 300}}"#)
+    p.circuit_break
+        .set_json(&format!(
+            r#"{{"Echo": {{"enable": true, "err_rate": 0.5, "min_sample": 4, "cooling_timeout_ms": {cooling_ms}}}}}"#
+        ))
         .unwrap();
     for _ in 0..4 {
         let e = client
@@ -305,6 +303,23 @@ async fn method_breaker_opens_then_half_opens_and_closes() {
         client.circuit_breakers().method_state("Echo"),
         BreakerState::Open
     );
+}
+
+/// Sends a probe through `Echo`'s breaker (cooled down): it succeeds and closes the breaker.
+async fn probe_closes_echo_breaker(client: &Client) {
+    let ok: Echo = client.call("Echo", &echo("probe")).await.unwrap();
+    assert_eq!(ok.text, "probe");
+    assert_eq!(
+        client.circuit_breakers().method_state("Echo"),
+        BreakerState::Closed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_breaker_opens_then_half_opens_and_closes() {
+    init_tracing();
+    let (server, hits, client) = serve_and_connect("gov", "s1").await;
+    open_echo_breaker(&client, 300).await;
     assert!(eventually(Duration::from_secs(5), || hits.get() == 4).await);
     let e = client
         .call::<_, Echo>("Echo", &echo("x"))
@@ -320,12 +335,7 @@ async fn method_breaker_opens_then_half_opens_and_closes() {
         .set_json(r#"{"*": {"rpc_timeout_ms": 10000}}"#)
         .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let ok: Echo = client.call("Echo", &echo("probe")).await.unwrap();
-    assert_eq!(ok.text, "probe");
-    assert_eq!(
-        client.circuit_breakers().method_state("Echo"),
-        BreakerState::Closed
-    );
+    probe_closes_echo_breaker(&client).await;
     server.shutdown().await.unwrap();
 }
 
@@ -550,25 +560,10 @@ async fn a_timeout_fires_while_its_connection_is_busy() {
 async fn a_cancelled_probe_does_not_keep_the_breaker_shut() {
     init_tracing();
     let (server, _hits, client) = serve_and_connect("gov", "s1").await;
-    let p = client.policies();
-    p.timeout
-        .set_json(r#"{"*": {"rpc_timeout_ms": 20}}"#)
-        .unwrap();
-    p.circuit_break
-        .set_json(r#"{"Echo": {"enable": true, "err_rate": 0.5, "min_sample": 4, "cooling_timeout_ms": 100}}"#)
-        .unwrap();
-    for _ in 0..4 {
-        let e = client
-            .call::<_, Echo>("Echo", &slow(200))
-            .await
-            .unwrap_err();
-        assert!(e.is_timeout());
-    }
-    assert_eq!(
-        client.circuit_breakers().method_state("Echo"),
-        BreakerState::Open
-    );
-    p.timeout
+    open_echo_breaker(&client, 100).await;
+    client
+        .policies()
+        .timeout
         .set_json(r#"{"*": {"rpc_timeout_ms": 10000}}"#)
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -582,21 +577,23 @@ async fn a_cancelled_probe_does_not_keep_the_breaker_shut() {
     // After another cooling period a new probe goes through and closes the breaker (a lost
     // probe used to leave it admitting nothing, ever).
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let ok: Echo = client.call("Echo", &echo("probe")).await.unwrap();
-    assert_eq!(ok.text, "probe");
-    assert_eq!(
-        client.circuit_breakers().method_state("Echo"),
-        BreakerState::Closed
-    );
+    probe_closes_echo_breaker(&client).await;
     server.shutdown().await.unwrap();
 }
 
-/// Round robin that counts the calls it is told started and finished.
+/// Calls a balancer was told started and finished.
+#[derive(Default)]
+struct InFlightCounts {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+/// Round robin that counts the calls it is told started and finished (the test keeps the
+/// counts).
 #[derive(Default)]
 struct CountingBalancer {
     inner: WeightedRoundRobin,
-    started: AtomicUsize,
-    finished: AtomicUsize,
+    counts: Arc<InFlightCounts>,
 }
 
 impl LoadBalancer for CountingBalancer {
@@ -612,10 +609,10 @@ impl LoadBalancer for CountingBalancer {
         self.inner.pick(cx, snapshot, exclude)
     }
     fn on_start(&self, _addr: SocketAddr) {
-        self.started.fetch_add(1, Ordering::SeqCst);
+        self.counts.started.fetch_add(1, Ordering::SeqCst);
     }
     fn on_finish(&self, _addr: SocketAddr) {
-        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.counts.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -624,16 +621,17 @@ async fn a_cancelled_call_is_no_longer_in_flight_for_the_balancer() {
     init_tracing();
     let (b, _hits) = echo_server("gov", "s1");
     let server = b.start().await.unwrap();
-    let lb = Arc::new(CountingBalancer::default());
+    let lb = CountingBalancer::default();
+    let counts = lb.counts.clone();
     let client = Client::builder("gov")
         .address(server.local_addr())
-        .load_balancer(SharedBalancer(lb.clone()))
+        .load_balancer(lb)
         .build()
         .unwrap();
-    let balanced = |lb: &CountingBalancer| {
+    let balanced = |c: &InFlightCounts| {
         (
-            lb.started.load(Ordering::SeqCst),
-            lb.finished.load(Ordering::SeqCst),
+            c.started.load(Ordering::SeqCst),
+            c.finished.load(Ordering::SeqCst),
         )
     };
     // The first call of a client discovers and connects (the general path); later calls find
@@ -645,32 +643,9 @@ async fn a_cancelled_call_is_no_longer_in_flight_for_the_balancer() {
         )
         .await;
         assert!(cancelled.is_err(), "call {n} was cancelled");
-        assert_eq!(balanced(&lb), (n, n), "after cancelled call {n}");
+        assert_eq!(balanced(&counts), (n, n), "after cancelled call {n}");
     }
     let _: Echo = client.call("Echo", &echo("x")).await.unwrap();
-    assert_eq!(balanced(&lb), (4, 4));
+    assert_eq!(balanced(&counts), (4, 4));
     server.shutdown().await.unwrap();
-}
-
-/// Lends a balancer the test keeps a handle to.
-struct SharedBalancer(Arc<CountingBalancer>);
-
-impl LoadBalancer for SharedBalancer {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    fn pick<'a>(
-        &self,
-        cx: &gannet_core::Context,
-        snapshot: &'a Snapshot,
-        exclude: &[SocketAddr],
-    ) -> Option<&'a Instance> {
-        self.0.pick(cx, snapshot, exclude)
-    }
-    fn on_start(&self, addr: SocketAddr) {
-        self.0.on_start(addr);
-    }
-    fn on_finish(&self, addr: SocketAddr) {
-        self.0.on_finish(addr);
-    }
 }

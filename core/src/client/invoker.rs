@@ -982,9 +982,19 @@ enum RetryPlan<'p> {
 }
 
 impl<'p> RetryPlan<'p> {
-    /// The plan `table` (the retry policies in force, if any) has for `method`.
+    /// The plan `table` (the retry policies in force, if any) has for `method`. The absent
+    /// table, the call path's usual case, is decided inline: as a call, it cost ~19
+    /// instructions per call.
+    #[inline(always)]
     fn of(table: Option<&'p PolicyTable<RetryConfig>>, method: &str) -> Self {
-        match table.and_then(|t| t.lookup(method)) {
+        match table {
+            Some(t) => Self::lookup(t, method),
+            None => RetryPlan::Once,
+        }
+    }
+
+    fn lookup(table: &'p PolicyTable<RetryConfig>, method: &str) -> Self {
+        match table.lookup(method) {
             Some(r) => match (r.kind, &r.failure_policy, &r.backup_policy) {
                 (0, Some(fp), _) => RetryPlan::Failure(fp),
                 (1, _, Some(bp)) => RetryPlan::Backup(bp),

@@ -22,13 +22,18 @@ use bytes::Bytes;
 use crate::codec::ttheader::{self, Frame, MessageType, keys};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Hashes a sequence id to itself; ids are unique and sequential.
+/// Hashes a sequence id with one multiply (Fibonacci hashing); ids are unique and sequential.
+///
+/// Not the identity: `hashbrown` takes each entry's 7-bit tag from the hash's top bits, which
+/// are all zero for a `u32` hashed to itself, so every probe matched every entry of its group
+/// and compared their keys one by one. The multiply by 2⁶⁴/φ spreads the id into the top bits
+/// and keeps the low bits (the bucket) distinct for consecutive ids.
 #[derive(Default)]
 struct SeqHasher(u64);
 
 impl Hasher for SeqHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -493,6 +498,22 @@ mod tests {
 
     fn poll(p: &Pending, seq: u32, waker: &Waker) -> Poll<Option<Result<Bytes>>> {
         p.poll(seq, &mut TaskContext::from_waker(waker))
+    }
+
+    #[test]
+    fn consecutive_sequence_ids_get_distinct_hash_tags() {
+        use std::hash::BuildHasher;
+        // hashbrown files an entry under the hash's top 7 bits; ids that shared them (the
+        // identity hash) would make every lookup compare every key of its group.
+        let build = BuildHasherDefault::<SeqHasher>::default();
+        let tags: std::collections::HashSet<u64> =
+            (1..=128u32).map(|seq| build.hash_one(seq) >> 57).collect();
+        assert!(tags.len() > 64, "{} distinct tags of 128", tags.len());
+        // And the low bits (the bucket) stay distinct for consecutive ids.
+        let buckets: std::collections::HashSet<u64> = (1..=1024u32)
+            .map(|seq| build.hash_one(seq) & 1023)
+            .collect();
+        assert_eq!(buckets.len(), 1024);
     }
 
     #[test]

@@ -168,6 +168,100 @@ async fn unknown_method_bad_payload_and_non_call_frames_get_error_codes() {
     server.shutdown().await.unwrap();
 }
 
+/// Writes a call frame with `ints` headers on `s` and reads the server's answer.
+async fn raw_call(
+    s: &mut TcpStream,
+    buf: &mut BytesMut,
+    seq: u32,
+    ints: &[(u16, &[u8])],
+    payload: &[u8],
+) -> gannet_core::codec::ttheader::Frame {
+    let mut out = BytesMut::new();
+    let mut headers = vec![(keys::MSG_TYPE, &b"1"[..])];
+    headers.extend_from_slice(ints);
+    let w = FrameWriter::begin(&mut out, seq, protocol::PROTOBUF, &headers).unwrap();
+    w.finish(payload).unwrap();
+    s.write_all(&out).await.unwrap();
+    loop {
+        if let Some(f) = gannet_core::codec::ttheader::decode(buf, MAX_FRAME).unwrap() {
+            assert_eq!(f.seq_id, seq);
+            return f;
+        }
+        assert_ne!(
+            s.read_buf(buf).await.unwrap(),
+            0,
+            "server closed instead of answering"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_non_utf8_and_unknown_method_names_are_answered_per_call() {
+    init_tracing();
+    let server = server().await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut buf = BytesMut::with_capacity(4096);
+    let status = |f: &gannet_core::codec::ttheader::Frame| {
+        f.int_header_str(keys::STATUS_CODE).map(str::to_string)
+    };
+    let bad_request = code::BAD_REQUEST.to_string();
+    let unknown = code::UNKNOWN_METHOD.to_string();
+
+    let f = raw_call(&mut s, &mut buf, 1, &[], b"").await;
+    assert_eq!(
+        status(&f).as_deref(),
+        Some(bad_request.as_str()),
+        "no method"
+    );
+    let f = raw_call(&mut s, &mut buf, 2, &[(keys::TO_METHOD, b"\xffEcho")], b"").await;
+    assert_eq!(
+        status(&f).as_deref(),
+        Some(bad_request.as_str()),
+        "not UTF-8"
+    );
+    let f = raw_call(&mut s, &mut buf, 3, &[(keys::FROM_SERVICE, b"\xfe")], b"").await;
+    assert_eq!(
+        status(&f).as_deref(),
+        Some(bad_request.as_str()),
+        "caller only"
+    );
+
+    // Unknown methods between good calls on one connection: each answer names its own call's
+    // method, and the good calls go on.
+    let payload = prost::Message::encode_to_vec(&echo("same connection"));
+    for i in 0..10u32 {
+        let method = format!("Missing{i}");
+        let f = raw_call(
+            &mut s,
+            &mut buf,
+            10 + i,
+            &[(keys::TO_METHOD, method.as_bytes())],
+            b"",
+        )
+        .await;
+        assert_eq!(status(&f).as_deref(), Some(unknown.as_str()));
+        let text = String::from_utf8_lossy(f.payload()).into_owned();
+        assert!(text.ends_with(&format!("/{method}")), "{text}");
+        // Echo in between, from callers named differently each time.
+        let caller = format!("caller{i}");
+        let f = raw_call(
+            &mut s,
+            &mut buf,
+            100 + i,
+            &[
+                (keys::TO_METHOD, b"Echo"),
+                (keys::FROM_SERVICE, caller.as_bytes()),
+            ],
+            &payload,
+        )
+        .await;
+        assert_eq!(status(&f), None, "Echo answered with an error");
+        let reply: Echo = prost::Message::decode(f.payload()).unwrap();
+        assert_eq!(reply.text, "same connection");
+    }
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_answering_garbage_gives_the_client_a_protocol_error() {
     init_tracing();

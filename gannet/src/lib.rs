@@ -26,6 +26,7 @@
 //! ## Features
 //! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
+//! - `consul`: [`consul`], the Consul registry and resolver.
 //! - `opentelemetry`: [`observability`], OpenTelemetry spans and RPC metrics with OTLP export
 //!   and a Prometheus exporter (`opentelemetry-http` adds OTLP over HTTP).
 //! - `config-etcd`, `config-consul`, `config-nacos`, `config-file`: [`config`], governance
@@ -41,6 +42,12 @@ pub use gannet_core::*;
 #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 #[doc(inline)]
 pub use gannet_registry_etcd as etcd;
+
+/// The Consul registry and resolver ([`gannet-registry-consul`](gannet_registry_consul)).
+#[cfg(feature = "consul")]
+#[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
+#[doc(inline)]
+pub use gannet_registry_consul as consul;
 
 /// OpenTelemetry tracing and RPC metrics ([`gannet-observability`](gannet_observability)).
 #[cfg(feature = "opentelemetry")]

@@ -12,6 +12,33 @@ struct NacosStore {
     http: reqwest::Client,
 }
 
+impl NacosStore {
+    /// Waits until the open API reads `key` as `want` (`None`: absent). rnacos applies a
+    /// publish after answering it, so a read right after the write can still see the old
+    /// state on a loaded machine; the kit's steps start from the written state.
+    async fn settled(&self, key: &str, want: Option<&str>) {
+        for _ in 0..200 {
+            let resp = self
+                .http
+                .get(format!("http://{}/nacos/v1/cs/configs", self.addr))
+                .query(&[("dataId", data_id(key).as_str()), ("group", DEFAULT_GROUP)])
+                .send()
+                .await
+                .expect("read back");
+            let now = if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                None
+            } else {
+                Some(resp.text().await.expect("read back"))
+            };
+            if now.as_deref() == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{key} did not read back as {want:?} within 10 s");
+    }
+}
+
 impl Store for NacosStore {
     async fn put(&self, key: &str, value: &str) {
         let resp = self
@@ -30,6 +57,7 @@ impl Store for NacosStore {
             "publish {key}: {}",
             resp.status()
         );
+        self.settled(key, Some(value)).await;
     }
 
     async fn delete(&self, key: &str) {
@@ -45,6 +73,7 @@ impl Store for NacosStore {
             "delete {key}: {}",
             resp.status()
         );
+        self.settled(key, None).await;
     }
 }
 

@@ -27,6 +27,7 @@
 //! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).
 //! - `consul`: [`consul`], the Consul registry and resolver.
+//! - `nacos`: [`nacos`], the Nacos registry and resolver.
 //! - `opentelemetry`: [`observability`], OpenTelemetry spans and RPC metrics with OTLP export
 //!   and a Prometheus exporter (`opentelemetry-http` adds OTLP over HTTP).
 //! - `config-etcd`, `config-consul`, `config-nacos`, `config-file`: [`config`], governance
@@ -48,6 +49,12 @@ pub use gannet_registry_etcd as etcd;
 #[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
 #[doc(inline)]
 pub use gannet_registry_consul as consul;
+
+/// The Nacos registry and resolver ([`gannet-registry-nacos`](gannet_registry_nacos)).
+#[cfg(feature = "nacos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nacos")))]
+#[doc(inline)]
+pub use gannet_registry_nacos as nacos;
 
 /// OpenTelemetry tracing and RPC metrics ([`gannet-observability`](gannet_observability)).
 #[cfg(feature = "opentelemetry")]

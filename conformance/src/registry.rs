@@ -385,6 +385,89 @@ pub async fn client_survives_registry_outage(s: &Subject) -> Check {
     })
 }
 
+/// Gannet clients discovering through the adapter spread calls over every registered server,
+/// and stop calling one that shut down: it deregisters and keeps serving for `push_within`
+/// (its exit grace), which is when the change must have reached the client.
+pub async fn calls_follow_servers(s: &Subject) -> Check {
+    let svc = unique("follow");
+    let start = |name: &'static str, grace: Duration| {
+        Server::builder(svc.clone())
+            .bind(addr(0))
+            .registry_arc(s.registry.clone())
+            .exit_grace(grace)
+            .handler("Ping", move |_: Ping| async move {
+                Ok(Ping {
+                    text: name.to_string(),
+                })
+            })
+            .start()
+    };
+    let a = start("a", s.push_within)
+        .await
+        .map_err(|e| format!("server start: {e}"))?;
+    let b = match start("b", Duration::ZERO).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = a.shutdown().await;
+            return Err(format!("server start: {e}"));
+        }
+    };
+    let outcome = follow(s, &svc, a).await;
+    let _ = b.shutdown().await;
+    outcome
+}
+
+/// Calls `svc` until both servers answered, shuts `a` down, and checks that `b` answers all
+/// calls from then on.
+async fn follow(s: &Subject, svc: &str, a: gannet_core::RunningServer) -> Check {
+    let client = Client::builder(svc.to_string())
+        .resolver_arc(s.resolver.clone())
+        .discovery_cache(DiscoveryCache::default())
+        .rpc_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ping = Ping::default();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + s.push_within;
+    while seen.len() < 2 && tokio::time::Instant::now() < deadline {
+        match client.call::<_, Ping>("Ping", &ping).await {
+            Ok(r) => {
+                seen.insert(r.text);
+            }
+            Err(e) => {
+                let _ = a.shutdown().await;
+                return Ok(Outcome::Failed(format!("a call failed: {e}")));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if seen.len() < 2 {
+        let _ = a.shutdown().await;
+        return Ok(Outcome::Failed(format!(
+            "calls reached only {seen:?} of two registered servers within {:?}",
+            s.push_within
+        )));
+    }
+    a.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    for i in 0..50 {
+        match client.call::<_, Ping>("Ping", &ping).await {
+            Ok(r) if r.text == "b" => {}
+            Ok(r) => {
+                return Ok(Outcome::Failed(format!(
+                    "call {i} after the shutdown reached {:?}",
+                    r.text
+                )));
+            }
+            Err(e) => {
+                return Ok(Outcome::Failed(format!(
+                    "call {i} after the shutdown failed: {e}"
+                )));
+            }
+        }
+    }
+    Ok(Outcome::Passed)
+}
+
 /// Bad input yields errors, not panics: an empty service name, an unreachable endpoint, and
 /// malformed records written by someone else (valid instances are still returned).
 pub async fn bad_input_is_an_error(s: &Subject) -> Check {
@@ -467,6 +550,7 @@ pub async fn check_all(s: &Subject) -> Report {
     );
     run!("services_stay_apart", services_stay_apart(s));
     run!("watch_pushes_changes", watch_pushes_changes(s));
+    run!("calls_follow_servers", calls_follow_servers(s));
     run!("bad_input_is_an_error", bad_input_is_an_error(s));
     run!(
         "client_survives_registry_outage",

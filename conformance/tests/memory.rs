@@ -27,10 +27,11 @@ async fn memory_registry_passes_the_kit() {
         [
             "register_resolve_deregister",
             "services_stay_apart",
-            "watch_pushes_changes"
+            "watch_pushes_changes",
+            "calls_follow_servers"
         ],
         "{report:?}"
     );
     // What needs a server to stop, expire or corrupt is skipped, not passed.
-    assert_eq!(report.outcomes.len(), 6);
+    assert_eq!(report.outcomes.len(), 7);
 }

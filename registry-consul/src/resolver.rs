@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
-use gannet_core::discovery::{DEFAULT_WEIGHT, Instance, Resolver};
-use tokio::sync::mpsc;
+use gannet_core::discovery::{DEFAULT_WEIGHT, Instance, Resolver, WatchSender, spawn_watch};
 
 use crate::api::{Api, HealthEntry};
 use crate::{ConsulOptions, Error, TAG_SEPARATOR, check_service};
@@ -92,11 +91,7 @@ impl ConsulResolver {
     }
 
     /// Sends a snapshot whenever the instances change, until the receiver is gone.
-    async fn follow(
-        self: Arc<Self>,
-        target: String,
-        tx: mpsc::Sender<gannet_core::Result<Vec<Instance>>>,
-    ) {
+    async fn follow(self: Arc<Self>, target: String, tx: WatchSender) {
         let mut index: Option<u64> = None;
         let mut last: Option<Vec<Instance>> = None;
         let mut backoff = Duration::from_millis(100);
@@ -155,12 +150,7 @@ impl Resolver for ConsulResolver {
         self: Arc<Self>,
         target: String,
     ) -> BoxStream<'static, gannet_core::Result<Vec<Instance>>> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.follow(target, tx));
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed()
+        spawn_watch(|tx| self.follow(target, tx))
     }
 }
 

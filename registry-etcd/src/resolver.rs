@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{EventType, GetOptions, WatchOptions};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
-use gannet_core::discovery::{Instance, Resolver};
-use tokio::sync::mpsc;
+use gannet_core::discovery::{Instance, Resolver, WatchSender, spawn_watch};
 
 use crate::conn::Conn;
 use crate::{Error, EtcdOptions, InstanceValue, check_service};
@@ -70,11 +69,7 @@ impl EtcdResolver {
 
     /// Lists, then follows the watch until it breaks; sends every new snapshot. Returns when
     /// the receiver is gone, or with why the watch broke.
-    async fn follow(
-        &self,
-        service: &str,
-        tx: &mpsc::Sender<gannet_core::Result<Vec<Instance>>>,
-    ) -> Result<(), Error> {
+    async fn follow(&self, service: &str, tx: &WatchSender) -> Result<(), Error> {
         let (mut map, revision) = self.list(service).await?;
         if tx.send(Ok(map.values().cloned().collect())).await.is_err() {
             return Ok(());
@@ -138,8 +133,7 @@ impl Resolver for EtcdResolver {
         self: Arc<Self>,
         target: String,
     ) -> BoxStream<'static, gannet_core::Result<Vec<Instance>>> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        spawn_watch(|tx| async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.follow(&target, &tx).await {
@@ -157,10 +151,6 @@ impl Resolver for EtcdResolver {
                     }
                 }
             }
-        });
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         })
-        .boxed()
     }
 }

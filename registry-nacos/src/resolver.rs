@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
-use gannet_core::discovery::{Instance, Resolver};
+use gannet_core::discovery::{Instance, Resolver, WatchSender, spawn_watch};
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, ServiceInstance};
 use tokio::sync::mpsc;
 
@@ -99,11 +99,7 @@ impl NacosResolver {
     }
 
     /// Sends a snapshot whenever the instances change, until the receiver is gone.
-    async fn follow(
-        self: Arc<Self>,
-        target: String,
-        tx: mpsc::Sender<gannet_core::Result<Vec<Instance>>>,
-    ) {
+    async fn follow(self: Arc<Self>, target: String, tx: WatchSender) {
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
         let listener = Arc::new(Pushes(push_tx));
         let mut subscribed = false;
@@ -179,11 +175,6 @@ impl Resolver for NacosResolver {
         self: Arc<Self>,
         target: String,
     ) -> BoxStream<'static, gannet_core::Result<Vec<Instance>>> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.follow(target, tx));
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed()
+        spawn_watch(|tx| self.follow(target, tx))
     }
 }

@@ -169,6 +169,47 @@ pub trait Resolver: Send + Sync + 'static {
     }
 }
 
+/// Where a watch task sends snapshots (see [`spawn_watch`]).
+pub type WatchSender = tokio::sync::mpsc::Sender<Result<Vec<Instance>>>;
+
+/// Spawns `task` with a [`WatchSender`] and returns the stream of what it sends: the plumbing
+/// of a [`Resolver::watch`] that follows a server's pushes. The task should end once the
+/// stream is dropped (`tx.closed()` resolves, or a send fails).
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures::stream::BoxStream;
+/// use gannet_core::discovery::{Instance, Resolver, spawn_watch};
+///
+/// struct Pushed;
+/// #[async_trait::async_trait]
+/// impl Resolver for Pushed {
+///     fn name(&self) -> &str { "pushed" }
+///     async fn resolve(&self, _target: &str) -> gannet_core::Result<Vec<Instance>> {
+///         Ok(Vec::new())
+///     }
+///     fn watch(self: Arc<Self>, target: String) -> BoxStream<'static, gannet_core::Result<Vec<Instance>>> {
+///         spawn_watch(|tx| async move {
+///             // follow the server's pushes for `target`, sending each snapshot, until
+///             // `tx.send(..)` fails or `tx.closed()` resolves
+///             let _ = tx.send(self.resolve(&target).await).await;
+///         })
+///     }
+/// }
+/// ```
+pub fn spawn_watch<F, Fut>(task: F) -> BoxStream<'static, Result<Vec<Instance>>>
+where
+    F: FnOnce(WatchSender) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(task(tx));
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
 /// A fixed list of instances, for tests and for services with known addresses.
 ///
 /// ```

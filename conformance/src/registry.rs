@@ -231,8 +231,9 @@ pub async fn services_stay_apart(s: &Subject) -> Check {
     })
 }
 
-/// `watch` delivers a registration without waiting for a poll: within `push_within`, which
-/// is shorter than the default poll interval.
+/// `watch` delivers a registration, and then the deregistration that leaves the service empty,
+/// without waiting for a poll: each within `push_within`, which is shorter than the default
+/// poll interval.
 pub async fn watch_pushes_changes(s: &Subject) -> Check {
     let svc = unique("watch");
     let mut stream = s.resolver.clone().watch(svc.clone());
@@ -257,18 +258,30 @@ pub async fn watch_pushes_changes(s: &Subject) -> Check {
             }
         }
     }
+    if !seen {
+        s.registry.deregister(&reg).await.ok();
+        return Ok(Outcome::Failed(format!(
+            "the watch did not deliver the registration within {:?}",
+            s.push_within
+        )));
+    }
+    // And the deregistration of the last instance: an empty service is news too.
     s.registry
         .deregister(&reg)
         .await
         .map_err(|e| format!("deregister: {e}"))?;
-    Ok(if seen {
-        Outcome::Passed
-    } else {
-        Outcome::Failed(format!(
-            "the watch did not deliver the registration within {:?}",
-            s.push_within
-        ))
-    })
+    let deadline = tokio::time::Instant::now() + s.push_within;
+    while let Ok(Some(item)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        if let Ok(list) = item {
+            if list.is_empty() {
+                return Ok(Outcome::Passed);
+            }
+        }
+    }
+    Ok(Outcome::Failed(format!(
+        "the watch did not deliver the deregistration of the last instance within {:?}",
+        s.push_within
+    )))
 }
 
 /// A registration survives a restart of the server and a lost session; the watch resumes.

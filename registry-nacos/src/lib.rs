@@ -12,7 +12,8 @@
 //!   The registry also checks every 10 s that Nacos still lists each of its instances and
 //!   registers again one that was removed behind its back, and logs it.
 //! - The resolver lists healthy, enabled instances; its watch subscribes to the service (Nacos
-//!   pushes every change) and reads the list again every 10 s in case a push was lost, handing
+//!   pushes every change, an empty service included: `nacos-sdk`'s push-empty protection is
+//!   off) and reads the list again every 10 s in case a push was lost, handing
 //!   the core a full snapshot on every change. Instances it cannot call (an IP that is not an
 //!   IP address, a port out of range) are skipped and logged.
 //!
@@ -61,6 +62,14 @@ pub enum Error {
         /// Why it failed.
         #[source]
         source: nacos_sdk::api::error::Error,
+    },
+    /// No naming client: connecting to Nacos failed (tried again after a pause).
+    #[error("{what}: {why}")]
+    Connect {
+        /// What was attempted.
+        what: String,
+        /// Why it failed.
+        why: String,
     },
     /// Nacos did not answer in time.
     #[error("{what}: no answer within {timeout:?}")]

@@ -3,8 +3,11 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use gannet_core::RegistryInfo;
 use gannet_core::discovery::Instance;
@@ -14,37 +17,103 @@ use nacos_sdk::api::props::ClientProps;
 use crate::{Error, NacosOptions};
 
 /// A naming client shared by the registries and resolvers built from one [`NacosOptions`].
+///
+/// Built once, in a task of its own: a caller that stops waiting (its request timeout) leaves
+/// the build running for the next caller rather than starting another, since `nacos-sdk`'s
+/// connection tasks outlive a dropped build. A failed build is tried again at most every
+/// [`REBUILD_AFTER`]; meanwhile callers fail at once.
 #[derive(Clone, Default)]
-pub(crate) struct Naming(Arc<tokio::sync::OnceCell<NamingService>>);
+pub(crate) struct Naming(Arc<Mutex<Slot>>);
+
+/// How long after a failed build the next one may start.
+pub(crate) const REBUILD_AFTER: Duration = Duration::from_secs(5);
+
+type Build = Shared<BoxFuture<'static, Result<NamingService, Arc<str>>>>;
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    Building(Build),
+    Failed {
+        why: Arc<str>,
+        at: Instant,
+    },
+}
 
 impl Naming {
     /// The client, connected on first use (and again after a failed attempt).
     pub(crate) async fn get(&self, opts: &NacosOptions) -> Result<NamingService, Error> {
-        self.0
-            .get_or_try_init(|| async {
-                let mut props = ClientProps::new()
-                    .server_addr(opts.addr.clone())
-                    .namespace(opts.namespace.clone())
-                    .app_name("gannet");
-                let builder = match &opts.auth {
-                    Some((user, password)) => {
-                        props = props
-                            .auth_username(user.clone())
-                            .auth_password(password.clone());
-                        NamingServiceBuilder::new(props).enable_auth_plugin_http()
-                    }
-                    None => NamingServiceBuilder::new(props),
-                };
-                run(
-                    &format!("connecting to nacos at {}", opts.addr),
-                    opts.request_timeout,
-                    builder.build(),
-                )
-                .await
-            })
-            .await
-            .cloned()
+        let what = || format!("connecting to nacos at {}", opts.addr);
+        let build = {
+            let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Slot::Building(b) => b.clone(),
+                Slot::Failed { why, at } if at.elapsed() < REBUILD_AFTER => {
+                    return Err(Error::Connect {
+                        what: what(),
+                        why: why.to_string(),
+                    });
+                }
+                Slot::Empty | Slot::Failed { .. } => {
+                    let b = start_build(opts);
+                    *slot = Slot::Building(b.clone());
+                    b
+                }
+            }
+        };
+        match tokio::time::timeout(opts.request_timeout, build.clone()).await {
+            Ok(Ok(naming)) => Ok(naming),
+            Ok(Err(why)) => {
+                let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(&*slot, Slot::Building(b) if b.ptr_eq(&build)) {
+                    tracing::warn!(addr = %opts.addr, %why, retry_after = ?REBUILD_AFTER, "connecting to nacos failed");
+                    *slot = Slot::Failed {
+                        why: why.clone(),
+                        at: Instant::now(),
+                    };
+                }
+                Err(Error::Connect {
+                    what: what(),
+                    why: why.to_string(),
+                })
+            }
+            Err(_) => Err(Error::Timeout {
+                what: what(),
+                timeout: opts.request_timeout,
+            }),
+        }
     }
+}
+
+/// Starts building a naming client in a task of its own.
+fn start_build(opts: &NacosOptions) -> Build {
+    let mut props = ClientProps::new()
+        .server_addr(opts.addr.clone())
+        .namespace(opts.namespace.clone())
+        .app_name("gannet")
+        // An empty service is a state clients must see (its last instance left), not a
+        // glitch to hide: with nacos-sdk's protection on, that push never arrives.
+        .naming_push_empty_protection(false);
+    let builder = match &opts.auth {
+        Some((user, password)) => {
+            props = props
+                .auth_username(user.clone())
+                .auth_password(password.clone());
+            NamingServiceBuilder::new(props).enable_auth_plugin_http()
+        }
+        None => NamingServiceBuilder::new(props),
+    };
+    let task = tokio::spawn(builder.build());
+    async move {
+        match task.await {
+            Ok(Ok(naming)) => Ok(naming),
+            Ok(Err(e)) => Err(Arc::from(e.to_string())),
+            Err(e) => Err(Arc::from(format!("the build task failed: {e}"))),
+        }
+    }
+    .boxed()
+    .shared()
 }
 
 /// Awaits `fut` for at most `timeout`.

@@ -29,6 +29,19 @@ pub trait Backend: Send + Sync {
     async fn write_malformed(&self, service: &str) -> Result<bool, String>;
 }
 
+/// A [`Backend`] answer for something done: `Ok(true)`, or the error as text.
+///
+/// ```
+/// # use gannet_conformance::registry::done;
+/// assert_eq!(done(Ok::<(), std::io::Error>(())), Ok(true));
+/// ```
+///
+/// # Errors
+/// `r`'s error, as text.
+pub fn done<E: std::fmt::Display>(r: Result<(), E>) -> Result<bool, String> {
+    r.map(|()| true).map_err(|e| e.to_string())
+}
+
 /// The adapter under test.
 pub struct Subject {
     /// Its registry.

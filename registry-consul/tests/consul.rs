@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gannet_conformance::harness::Consul;
-use gannet_conformance::registry::{Backend, Outcome, Subject, check_all};
+use gannet_conformance::registry::{Backend, Outcome, Subject, check_all, done};
 use gannet_registry_consul::ConsulOptions;
 
 fn init_tracing() {
@@ -43,19 +43,11 @@ impl ConsulBackend {
 #[async_trait]
 impl Backend for ConsulBackend {
     async fn stop(&self) -> Result<bool, String> {
-        self.consul
-            .stop()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.consul.stop().await)
     }
 
     async fn start(&self) -> Result<bool, String> {
-        self.consul
-            .restart()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.consul.restart().await)
     }
 
     /// Consul has no sessions behind a service registration: what a registry can lose is the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gannet_conformance::harness::Etcd;
-use gannet_conformance::registry::{Backend, Subject, check_all};
+use gannet_conformance::registry::{Backend, Subject, check_all, done};
 use gannet_registry_etcd::EtcdOptions;
 
 fn init_tracing() {
@@ -26,18 +26,10 @@ struct EtcdBackend {
 #[async_trait]
 impl Backend for EtcdBackend {
     async fn stop(&self) -> Result<bool, String> {
-        self.etcd
-            .stop()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.etcd.stop().await)
     }
     async fn start(&self) -> Result<bool, String> {
-        self.etcd
-            .restart()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.etcd.restart().await)
     }
     async fn expire_sessions(&self) -> Result<bool, String> {
         self.etcd
@@ -48,11 +40,7 @@ impl Backend for EtcdBackend {
     }
     async fn write_malformed(&self, service: &str) -> Result<bool, String> {
         let key = format!("{}/{service}/127.0.0.1:1", self.prefix);
-        self.etcd
-            .put_raw(&key, b"{this is not json")
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.etcd.put_raw(&key, b"{this is not json").await)
     }
 }
 

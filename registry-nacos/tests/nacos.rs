@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gannet_conformance::harness::Nacos;
-use gannet_conformance::registry::{Backend, Outcome, Subject, check_all};
+use gannet_conformance::registry::{Backend, Outcome, Subject, check_all, done};
 use gannet_registry_nacos::NacosOptions;
 
 fn init_tracing() {
@@ -48,19 +48,11 @@ impl NacosBackend {
 #[async_trait]
 impl Backend for NacosBackend {
     async fn stop(&self) -> Result<bool, String> {
-        self.nacos
-            .stop()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.nacos.stop().await)
     }
 
     async fn start(&self) -> Result<bool, String> {
-        self.nacos
-            .restart()
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        done(self.nacos.restart().await)
     }
 
     /// Removes every instance of every service through the open API, as an operator would:

@@ -132,16 +132,17 @@ impl ServerBuilder {
             self.errors
                 .push("a handler has an empty method name".into());
         }
-        let codec = Arc::new(codec);
-        let handler = Arc::new(handler);
+        // One shared pair: each request's future holds one reference (two cost a request two
+        // more atomic updates).
+        let shared = Arc::new((codec, handler));
         let erased: Arc<Handler> = Arc::new(move |payload: Bytes| {
-            let codec = codec.clone();
-            let handler = handler.clone();
+            let shared = shared.clone();
             Box::pin(async move {
-                let req: Req = Codec::<Req>::decode(&*codec, payload)?;
+                let (codec, handler) = &*shared;
+                let req: Req = Codec::<Req>::decode(codec, payload)?;
                 let resp = handler(req).await?;
                 let mut out = BytesMut::new();
-                Codec::<Resp>::encode(&*codec, &resp, &mut out)?;
+                Codec::<Resp>::encode(codec, &resp, &mut out)?;
                 Ok(out.freeze())
             })
         });

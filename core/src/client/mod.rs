@@ -47,7 +47,7 @@ pub struct ClientBuilder<C = ProstCodec> {
     cache: Option<DiscoveryCache>,
     lb: Option<Arc<dyn LoadBalancer>>,
     layers: Vec<PayloadLayer>,
-    tracers: Vec<Arc<dyn Tracer>>,
+    tracers: Vec<Box<dyn Tracer>>,
     policies: Option<Arc<ClientPolicies>>,
     instance_breaker: Option<CircuitBreakerConfig>,
     rpc_timeout: Option<Duration>,
@@ -135,7 +135,7 @@ impl<C> ClientBuilder<C> {
 
     /// Adds a tracer; tracers start in the order added and finish in reverse.
     pub fn tracer(mut self, tracer: impl Tracer) -> Self {
-        self.tracers.push(Arc::new(tracer));
+        self.tracers.push(Box::new(tracer));
         self
     }
 

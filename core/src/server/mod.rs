@@ -50,7 +50,7 @@ pub struct ServerBuilder {
     service: FastStr,
     handlers: HashMap<String, Arc<Handler>>,
     layers: Vec<PayloadLayer>,
-    tracers: Vec<Arc<dyn Tracer>>,
+    tracers: Vec<Box<dyn Tracer>>,
     registry: Arc<dyn Registry>,
     bind: SocketAddr,
     advertise: Option<SocketAddr>,
@@ -197,7 +197,7 @@ impl ServerBuilder {
 
     /// Adds a tracer.
     pub fn tracer(mut self, tracer: impl Tracer) -> Self {
-        self.tracers.push(Arc::new(tracer));
+        self.tracers.push(Box::new(tracer));
         self
     }
 

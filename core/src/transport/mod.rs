@@ -74,6 +74,22 @@ impl<K: Eq + Hash + Clone, V> CowMap<K, V> {
         out.unwrap_or(fresh)
     }
 
+    /// Replaces the value of `key`, if there is one, with what `update` makes of it.
+    pub(crate) fn update<Q>(&self, key: &Q, update: impl Fn(&V) -> V)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.rcu(|m| {
+            let Some((k, v)) = m.get_key_value(key) else {
+                return Arc::clone(m);
+            };
+            let mut m = HashMap::clone(m);
+            m.insert(k.clone(), Arc::new(update(v)));
+            Arc::new(m)
+        });
+    }
+
     pub(crate) fn retain(&self, keep: impl Fn(&K) -> bool) {
         self.map.rcu(|m| {
             if m.keys().all(&keep) {

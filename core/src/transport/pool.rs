@@ -6,14 +6,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
 
 use super::{Connection, CowMap};
 use crate::error::Result;
 
+/// The connections to one instance, as of one version of the pool's map: replacing a
+/// connection replaces the instance's `Slots` (connecting is rare), so a call finds its
+/// connection with the map's one load.
 struct Slots {
-    conns: Box<[ArcSwapOption<Connection>]>,
+    conns: Box<[Option<Arc<Connection>>]>,
+    /// What outlives versions: one connect at a time per slot, and the rotation.
+    shared: Arc<SlotsShared>,
+}
+
+struct SlotsShared {
     connecting: Box<[tokio::sync::Mutex<()>]>,
     next: AtomicUsize,
 }
@@ -40,8 +47,8 @@ impl Pool {
         self.slots
             .with(&addr, |slots| {
                 let i = self.index(slots);
-                match slots.conns[i].load_full() {
-                    Some(c) if !c.is_closed() => Ok(c),
+                match &slots.conns[i] {
+                    Some(c) if !c.is_closed() => Ok(c.clone()),
                     _ => Err(Some(i)),
                 }
             })
@@ -59,12 +66,14 @@ impl Pool {
         Box::pin(async move {
             let n = self.per_instance;
             let slots = self.slots.get_or_insert_with(&addr, || Slots {
-                conns: (0..n).map(|_| ArcSwapOption::empty()).collect(),
-                connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
-                next: AtomicUsize::new(0),
+                conns: (0..n).map(|_| None).collect(),
+                shared: Arc::new(SlotsShared {
+                    connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+                    next: AtomicUsize::new(0),
+                }),
             });
             let i = slot.unwrap_or_else(|| self.index(&slots));
-            self.connect(&slots, i, addr, connect_timeout).await
+            self.connect(&slots.shared, i, addr, connect_timeout).await
         })
     }
 
@@ -72,25 +81,37 @@ impl Pool {
         if self.per_instance == 1 {
             0
         } else {
-            slots.next.fetch_add(1, Ordering::Relaxed) % self.per_instance
+            slots.shared.next.fetch_add(1, Ordering::Relaxed) % self.per_instance
         }
     }
 
     async fn connect(
         &self,
-        slots: &Slots,
+        shared: &SlotsShared,
         i: usize,
         addr: SocketAddr,
         connect_timeout: Option<Duration>,
     ) -> Result<Arc<Connection>> {
-        let _one_at_a_time = slots.connecting[i].lock().await;
-        if let Some(c) = &*slots.conns[i].load() {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        let _one_at_a_time = shared.connecting[i].lock().await;
+        // Connected meanwhile by the call that held the lock?
+        let current = self
+            .slots
+            .with(&addr, |s| s.conns[i].clone())
+            .flatten()
+            .filter(|c| !c.is_closed());
+        if let Some(c) = current {
+            return Ok(c);
         }
         let conn = Arc::new(Connection::connect(addr, connect_timeout, self.max_frame_size).await?);
-        slots.conns[i].store(Some(conn.clone()));
+        // An instance removed meanwhile stays removed; this call still uses its connection.
+        self.slots.update(&addr, |s| {
+            let mut conns = s.conns.clone();
+            conns[i] = Some(conn.clone());
+            Slots {
+                conns,
+                shared: s.shared.clone(),
+            }
+        });
         Ok(conn)
     }
 
@@ -107,7 +128,7 @@ impl Pool {
             .map(|s| {
                 s.conns
                     .iter()
-                    .filter(|c| c.load().as_ref().is_some_and(|c| !c.is_closed()))
+                    .filter(|c| c.as_ref().is_some_and(|c| !c.is_closed()))
                     .count()
             })
             .sum()

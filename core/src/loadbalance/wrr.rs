@@ -80,6 +80,12 @@ impl LoadBalancer for WeightedRoundRobin {
         snapshot: &'a Snapshot,
         exclude: &[SocketAddr],
     ) -> Option<&'a Instance> {
+        // One instance: its schedule is itself (or nothing, at weight 0), and loading the
+        // schedule would cost the call an atomic-swap load. As with a longer schedule, an
+        // excluded instance is still picked when it is the only one.
+        if let [only] = &*snapshot.instances {
+            return (only.weight > 0).then_some(only);
+        }
         self.schedule.with(snapshot, schedule, |sched| {
             if sched.is_empty() {
                 return None;
@@ -141,13 +147,25 @@ mod tests {
         let lb = WeightedRoundRobin::new();
         let cx = Context::default();
         assert!(lb.pick(&cx, &Snapshot::default(), &[]).is_none());
-        let mut snap = snapshot(&[10]);
+        let mut snap = snapshot(&[10, 0]);
         assert_eq!(lb.pick(&cx, &snap, &[]).unwrap().address.port(), 1000);
         snap = Snapshot {
             version: 2,
             ..snapshot(&[0, 10])
         };
         assert_eq!(lb.pick(&cx, &snap, &[]).unwrap().address.port(), 1001);
+    }
+
+    #[test]
+    fn a_single_instance_is_picked_unless_its_weight_is_zero() {
+        let lb = WeightedRoundRobin::new();
+        let cx = Context::default();
+        let snap = snapshot(&[10]);
+        let only = snap.instances[0].address;
+        assert_eq!(lb.pick(&cx, &snap, &[]).unwrap().address, only);
+        // Excluded (already tried) but the only one: picked, as from a longer schedule.
+        assert_eq!(lb.pick(&cx, &snap, &[only]).unwrap().address, only);
+        assert!(lb.pick(&cx, &snapshot(&[0]), &[]).is_none());
     }
 
     #[test]

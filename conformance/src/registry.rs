@@ -127,6 +127,28 @@ impl Report {
             failures.join("\n  ")
         );
     }
+
+    /// Panics unless every check passed: none failed and none was skipped (for a backend that
+    /// can do everything the kit asks, such as a real server the harness started).
+    ///
+    /// # Panics
+    /// If a check failed or was skipped.
+    pub fn assert_all_passed(&self) {
+        self.assert_passed();
+        let skipped: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|(name, o)| match o {
+                Outcome::Skipped(why) => Some(format!("{name}: {why}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "conformance checks skipped:\n  {}",
+            skipped.join("\n  ")
+        );
+    }
 }
 
 type Check = Result<Outcome, String>;
@@ -607,5 +629,33 @@ impl Backend for InMemoryBackend {
     }
     async fn write_malformed(&self, _service: &str) -> Result<bool, String> {
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: Outcome) -> Report {
+        Report {
+            outcomes: vec![("a", Outcome::Passed), ("b", outcome)],
+        }
+    }
+
+    #[test]
+    fn a_report_of_passes_passes() {
+        report(Outcome::Passed).assert_all_passed();
+    }
+
+    #[test]
+    #[should_panic(expected = "conformance checks skipped")]
+    fn a_skipped_check_is_not_all_passed() {
+        report(Outcome::Skipped("no server".into())).assert_all_passed();
+    }
+
+    #[test]
+    #[should_panic(expected = "conformance failures")]
+    fn a_failed_check_is_not_all_passed() {
+        report(Outcome::Failed("wrong".into())).assert_all_passed();
     }
 }

@@ -76,12 +76,6 @@ async fn etcd_adapter_passes_the_conformance_kit() {
     ));
     let report = check_all(&subject).await;
     println!("{report:#?}");
-    report.assert_passed();
-    assert!(
-        report
-            .outcomes
-            .iter()
-            .all(|(_, o)| *o == gannet_conformance::registry::Outcome::Passed),
-        "a real etcd can do everything the kit asks: {report:?}"
-    );
+    // A real server can do everything the kit asks: nothing may be skipped.
+    report.assert_all_passed();
 }

@@ -381,26 +381,32 @@ impl Cursor<'_> {
         self.pos < self.end
     }
 
+    // Inlined into the parser, with the error built out of line: called as a function, the
+    // bounds check cost ~17 instructions per header field (~120 per reply frame).
+    #[inline(always)]
     fn take(&mut self, n: usize, what: &str) -> Result<usize> {
         if self.end - self.pos < n {
-            return Err(Error::protocol(format!("truncated {what}")));
+            return Err(truncated(what));
         }
         let at = self.pos;
         self.pos += n;
         Ok(at)
     }
 
+    #[inline(always)]
     fn u8(&mut self, what: &str) -> Result<u8> {
         let at = self.take(1, what)?;
         Ok(self.b[at])
     }
 
+    #[inline(always)]
     fn u16(&mut self, what: &str) -> Result<u16> {
         let at = self.take(2, what)?;
         Ok(u16::from_be_bytes([self.b[at], self.b[at + 1]]))
     }
 
     /// A u16-length-prefixed value.
+    #[inline(always)]
     fn short_bytes(&mut self, what: &str) -> Result<Span> {
         let len = self.u16(what)?;
         let at = self.take(usize::from(len), what)?;
@@ -410,6 +416,12 @@ impl Cursor<'_> {
             len,
         })
     }
+}
+
+#[cold]
+#[inline(never)]
+fn truncated(what: &str) -> Error {
+    Error::protocol(format!("truncated {what}"))
 }
 
 /// Parses a whole frame (length field included; its length and magic already checked).

@@ -55,6 +55,16 @@ pub use discovery::{Instance, Resolver};
 pub use error::{Error, ErrorKind, Result};
 pub use registry::{Registry, RegistryInfo};
 pub use server::{RunningServer, Server, ServerBuilder};
+
+/// Includes the code `gannet-build` generated for a Protobuf package, from `$OUT_DIR`: in a
+/// crate whose build script ran `gannet_build::compile_protos`, write
+/// `pub mod greeter { gannet::include_proto!("greeter"); }` for package `greeter`.
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+    };
+}
 pub use service::{Layer, Service};
 pub use suite::{ClientSuite, ServerSuite};
 pub use tracer::{NoopTracer, Tracer};

@@ -1,0 +1,51 @@
+//! A greeter service written from `proto/greeter.proto` with code `gannet-build` generates:
+//! the messages, a typed [`GreeterClient`](greeter::GreeterClient), the
+//! [`Greeter`](greeter::Greeter) trait and [`GreeterServer`](greeter::GreeterServer).
+//!
+//! `cargo run -p gannet-example-greeter` starts a server and calls it through the embedded
+//! registry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gannet::{Error, MetaInfo, Result};
+
+/// The code generated from `proto/greeter.proto` (package `greeter`).
+#[allow(missing_docs)]
+pub mod greeter {
+    gannet::include_proto!("greeter");
+}
+
+use greeter::{CountReply, CountRequest, HelloReply, HelloRequest};
+
+/// The application error code for a request without a name.
+pub const NO_NAME: u32 = 4001;
+
+/// A [`Greeter`](greeter::Greeter) that counts its greetings.
+#[derive(Debug, Default)]
+pub struct Greetings {
+    given: AtomicU64,
+}
+
+impl greeter::Greeter for Greetings {
+    async fn say_hello(&self, req: HelloRequest) -> Result<HelloReply> {
+        if req.name.is_empty() {
+            return Err(Error::application(NO_NAME, "name must not be empty"));
+        }
+        let lang = MetaInfo::current().and_then(|m| m.get_persistent("lang").map(str::to_owned));
+        let hello = match lang.as_deref() {
+            Some("fr") => "Bonjour",
+            Some("de") => "Hallo",
+            _ => "Hello",
+        };
+        self.given.fetch_add(1, Ordering::Relaxed);
+        Ok(HelloReply {
+            message: format!("{hello}, {}!", req.name),
+        })
+    }
+
+    async fn count(&self, _req: CountRequest) -> Result<CountReply> {
+        Ok(CountReply {
+            greetings: self.given.load(Ordering::Relaxed),
+        })
+    }
+}

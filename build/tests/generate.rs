@@ -52,7 +52,11 @@ fn a_service_gets_a_client_a_trait_and_a_server_adapter() {
         "one file per package:\n{code}"
     );
     for item in [
+        "pub mod orders_client {",
         "pub struct OrdersClient",
+        "pub mod orders_server {",
+        "req: &super::Order",
+        "-> ::gannet::Result<super::Receipt>",
         "pub const SERVICE: &'static str = \"shop.v1.Orders\"",
         "&[\"PlaceOrder\", \"GetOrder\"]",
         "pub async fn place_order(",
@@ -171,4 +175,45 @@ fn a_file_without_package_names_its_service_plainly() {
     let code = generate(dir.path(), "ping.proto", proto).unwrap();
     assert!(code.contains("// FILE _.rs"), "{code}");
     assert!(code.contains("SERVICE: &'static str = \"Ping\""), "{code}");
+}
+
+#[test]
+fn messages_named_like_the_generated_items_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    // A domain with "clients" and "servers": the generated items live in their own modules.
+    let proto = r#"
+syntax = "proto3";
+package fleet;
+service Fleet { rpc Add (FleetServer) returns (FleetClient); }
+message FleetServer { string host = 1; }
+message FleetClient { string name = 1; }
+"#;
+    let code = generate(dir.path(), "fleet.proto", proto).unwrap();
+    assert!(code.contains("pub struct FleetServer {"), "{code}");
+    assert!(code.contains("pub mod fleet_client {"), "{code}");
+    assert!(code.contains("pub mod fleet_server {"), "{code}");
+    assert!(code.contains("req: &super::FleetServer"), "{code}");
+    assert!(
+        code.contains("::gannet::Result<super::FleetClient>"),
+        "{code}"
+    );
+}
+
+#[test]
+fn types_of_another_package_are_reached_from_the_service_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("common.proto"),
+        "syntax = \"proto3\"; package common; message Id { uint64 value = 1; }",
+    )
+    .unwrap();
+    let proto = r#"
+syntax = "proto3";
+package users;
+import "common.proto";
+service Users { rpc Get (common.Id) returns (common.Id); }
+"#;
+    let code = generate(dir.path(), "users.proto", proto).unwrap();
+    assert!(code.contains("// FILE common.rs"), "{code}");
+    assert!(code.contains("req: &super::super::common::Id"), "{code}");
 }

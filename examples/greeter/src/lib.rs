@@ -1,6 +1,7 @@
 //! A greeter service written from `proto/greeter.proto` with code `gannet-build` generates:
-//! the messages, a typed [`GreeterClient`](greeter::GreeterClient), the
-//! [`Greeter`](greeter::Greeter) trait and [`GreeterServer`](greeter::GreeterServer).
+//! the messages, a typed [`GreeterClient`](greeter::greeter_client::GreeterClient), the
+//! [`Greeter`](greeter::greeter_server::Greeter) trait and
+//! [`GreeterServer`](greeter::greeter_server::GreeterServer).
 //!
 //! `cargo run -p gannet-example-greeter` starts a server and calls it through the embedded
 //! registry.
@@ -20,13 +21,13 @@ use greeter::{CountReply, CountRequest, HelloReply, HelloRequest};
 /// The application error code for a request without a name.
 pub const NO_NAME: u32 = 4001;
 
-/// A [`Greeter`](greeter::Greeter) that counts its greetings.
+/// A [`Greeter`](greeter::greeter_server::Greeter) that counts its greetings.
 #[derive(Debug, Default)]
 pub struct Greetings {
     given: AtomicU64,
 }
 
-impl greeter::Greeter for Greetings {
+impl greeter::greeter_server::Greeter for Greetings {
     async fn say_hello(&self, req: HelloRequest) -> Result<HelloReply> {
         if req.name.is_empty() {
             return Err(Error::application(NO_NAME, "name must not be empty"));

@@ -6,7 +6,9 @@
 use gannet::discovery::MemoryRegistry;
 use gannet::{Client, Server};
 use gannet_example_greeter::Greetings;
-use gannet_example_greeter::greeter::{CountRequest, GreeterClient, GreeterServer, HelloRequest};
+use gannet_example_greeter::greeter::greeter_client::GreeterClient;
+use gannet_example_greeter::greeter::greeter_server::GreeterServer;
+use gannet_example_greeter::greeter::{CountRequest, HelloRequest};
 
 #[tokio::main]
 async fn main() -> gannet::Result<()> {

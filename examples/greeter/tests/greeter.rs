@@ -3,9 +3,9 @@
 
 use gannet::discovery::MemoryRegistry;
 use gannet::{Client, ErrorKind, RunningServer, Server};
-use gannet_example_greeter::greeter::{
-    CountRequest, GreeterClient, GreeterServer, HelloReply, HelloRequest,
-};
+use gannet_example_greeter::greeter::greeter_client::GreeterClient;
+use gannet_example_greeter::greeter::greeter_server::GreeterServer;
+use gannet_example_greeter::greeter::{CountRequest, HelloReply, HelloRequest};
 use gannet_example_greeter::{Greetings, NO_NAME};
 
 async fn start() -> (RunningServer, GreeterClient) {

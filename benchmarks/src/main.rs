@@ -16,7 +16,7 @@ use gannet_benchmarks::{BoxError, sysstat};
 const USAGE: &str = "\
 usage: gannet-benchmarks [options]
   --cases LIST        comma-separated cases (default: all): echo-1k-c100, echo-1k-c1000,
-                      echo-16k-c100, ecosystem-1k-c100
+                      echo-16k-c100, ceiling-1k-c100, ecosystem-1k-c100
   --systems LIST      comma-separated systems (default: all): gannet, gannet-ecosystem,
                       gannet-governed, gannet-otel, tonic, volo, raw-tcp
   --duration SECS     measured seconds per system and case (default 5)
@@ -66,6 +66,15 @@ const CASES: &[CaseSpec] = &[
         concurrency: 100,
         systems: PEERS,
         alternate: false,
+    },
+    CaseSpec {
+        name: "ceiling-1k-c100",
+        title: "Gannet against the raw-TCP ceiling in alternating phases, 1 KiB payload, 100 \
+                concurrent calls",
+        payload: 1024,
+        concurrency: 100,
+        systems: &[System::Gannet, System::RawTcp],
+        alternate: true,
     },
     CaseSpec {
         name: "ecosystem-1k-c100",
@@ -724,8 +733,8 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
         "\n## Targets\n\nRatios between systems are the median over rounds of their QPS in the same \
          round (systems in one round run back to back, so they share the machine's state), with \
          the median's 95% confidence interval in brackets (order statistics; nothing assumed \
-         about the noise). The ecosystem case's rounds are separate sessions, each alternating \
-         the systems in 250 ms phases. A \
+         about the noise). The ceiling and ecosystem cases' rounds are separate sessions, each \
+         alternating the systems in 250 ms phases. A \
          target is met when the whole interval meets it, missed when none of it does, and \
          \"within noise\" otherwise (saying which side the median is on).\n\n| target | measured | met |\n|---|---|---|"
     );
@@ -789,10 +798,15 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
             .find(|c| c.name == case)
             .and_then(|c| c.paired_ratio(a, b))
     };
-    let raw = paired("echo-1k-c100", "gannet", "raw-tcp");
+    // The alternating case pairs the two within 250 ms; the echo case's rounds run them
+    // seconds apart, through the machine's swings.
+    let (raw, how) = match paired("ceiling-1k-c100", "gannet", "raw-tcp") {
+        Some(r) => (Some(r), "alternating phases"),
+        None => (paired("echo-1k-c100", "gannet", "raw-tcp"), "separate runs"),
+    };
     verdict_line(
         &mut s,
-        "Gannet ≥ 70% of the raw-TCP ceiling (1 KiB, c=100)",
+        &format!("Gannet ≥ 70% of the raw-TCP ceiling (1 KiB, c=100; {how})"),
         raw,
         |v| v * 100.0,
         "",
@@ -823,6 +837,19 @@ fn summary(cases: &[Case], idle: &Result<(f64, usize), BoxError>, info: &RunInfo
                 "| < 64 KiB per idle client connection | failed: {e} | — |"
             );
         }
+    }
+    if how == "alternating phases"
+        && let Some(r) = paired("echo-1k-c100", "gannet", "raw-tcp")
+    {
+        let _ = writeln!(
+            s,
+            "\nThe echo case's separate runs put Gannet at {:.1}% of the ceiling (95% CI \
+             {:.1}–{:.1}%, {} rounds).",
+            r.median * 100.0,
+            r.low * 100.0,
+            r.high * 100.0,
+            r.rounds
+        );
     }
     if let Some(r) = governed {
         let _ = writeln!(

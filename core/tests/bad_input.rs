@@ -304,6 +304,27 @@ async fn unreachable_server_is_a_connect_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_name_too_long_for_a_header_fails_each_call_not_the_client() {
+    init_tracing();
+    let server = server().await;
+    // A header value holds at most 65,535 bytes.
+    let client = Client::builder("bad")
+        .caller("c".repeat(70_000))
+        .address(server.local_addr())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let err = client
+            .call::<_, Echo>("Echo", &echo("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        assert!(err.message().contains("longer than 65535"), "{err}");
+    }
+    still_serves(server.local_addr()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_builders_are_config_errors() {
     let err = Client::builder("")
         .address(dead_addr())

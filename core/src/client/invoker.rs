@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::OnceCell;
 
-use crate::codec::ttheader::{FrameWriter, MessageType, keys};
+use crate::codec::ttheader::{FrameWriter, IntHeaders, MessageType, keys};
 use crate::context::{Context, PERSISTENT_PREFIX, TRANSIENT_PREFIX};
 use crate::discovery::{Change, Discovered, DiscoveryCache, Resolver};
 use crate::error::{Error, ErrorKind, Result};
@@ -47,6 +47,10 @@ type ChangeListener = dyn Fn(&Change) + Send + Sync;
 
 struct Inner {
     cfg: InvokerConfig,
+    /// The integer headers every request carries (message type, caller and service names),
+    /// encoded once; `None` if they cannot be (a name over 65,535 bytes: each call then
+    /// fails with the protocol error).
+    fixed_ints: Option<IntHeaders>,
     discovered: OnceCell<Discovered>,
     pool: Arc<Pool>,
     retry_windows: CowMap<String, Window>,
@@ -65,9 +69,11 @@ const RETRY_CB_MIN_SAMPLE: u64 = 10;
 impl Invoker {
     pub(crate) fn new(cfg: InvokerConfig) -> Self {
         let pool = Arc::new(Pool::new(cfg.connections_per_instance, cfg.max_frame_size));
+        let fixed_ints = IntHeaders::new(&fixed_ints(&cfg)).ok();
         Self {
             inner: Arc::new(Inner {
                 cfg,
+                fixed_ints,
                 discovered: OnceCell::new(),
                 pool,
                 retry_windows: CowMap::new(),
@@ -226,7 +232,7 @@ impl Invoker {
         waker: Waker,
     ) -> Result<Reply> {
         conn.send(rpc_timeout, waker, |buf, seq| {
-            encode_request(buf, seq, &self.inner.cfg, cx, rpc_timeout, attempt, payload)
+            encode_request(buf, seq, &self.inner, cx, rpc_timeout, attempt, payload)
         })
     }
 
@@ -495,27 +501,41 @@ impl Invoker {
     }
 }
 
+/// The integer headers that are the same on every request of a client.
+fn fixed_ints(cfg: &InvokerConfig) -> [(u16, &[u8]); 3] {
+    [
+        (keys::MSG_TYPE, MessageType::Call.as_ascii()),
+        (keys::FROM_SERVICE, cfg.caller.as_bytes()),
+        (keys::TO_SERVICE, cfg.service.as_bytes()),
+    ]
+}
+
 fn encode_request(
     buf: &mut bytes::BytesMut,
     seq: u32,
-    cfg: &InvokerConfig,
+    inner: &Inner,
     cx: &Context,
     rpc_timeout: Option<Duration>,
     attempt: u32,
     payload: Body<'_>,
 ) -> Result<Encoded> {
+    let protocol = crate::codec::ttheader::protocol::PROTOBUF;
     let mut timeout_buf = [0u8; 20];
     let timeout = rpc_timeout.map(|t| format_u64(&mut timeout_buf, t.as_millis() as u64));
-    let mut ints: smallvec::SmallVec<[(u16, &[u8]); 6]> = smallvec::smallvec![
-        (keys::TO_METHOD, cx.method().as_bytes()),
-        (keys::MSG_TYPE, MessageType::Call.as_ascii()),
-        (keys::FROM_SERVICE, cfg.caller.as_bytes()),
-        (keys::TO_SERVICE, cfg.service.as_bytes()),
-    ];
-    if let Some(t) = timeout {
-        ints.push((keys::RPC_TIMEOUT, t));
-    }
-    let mut w = FrameWriter::begin(buf, seq, crate::codec::ttheader::protocol::PROTOBUF, &ints)?;
+    let method = (keys::TO_METHOD, cx.method().as_bytes());
+    let mut w = match (&inner.fixed_ints, timeout) {
+        (Some(fixed), None) => FrameWriter::begin_with(buf, seq, protocol, fixed, &[method])?,
+        (Some(fixed), Some(t)) => {
+            FrameWriter::begin_with(buf, seq, protocol, fixed, &[method, (keys::RPC_TIMEOUT, t)])?
+        }
+        (None, _) => {
+            let mut ints: smallvec::SmallVec<[(u16, &[u8]); 5]> = smallvec::SmallVec::new();
+            ints.push(method);
+            ints.extend(fixed_ints(&inner.cfg));
+            ints.extend(timeout.map(|t| (keys::RPC_TIMEOUT, t)));
+            FrameWriter::begin(buf, seq, protocol, &ints)?
+        }
+    };
     for (k, v) in cx.meta.persistent() {
         w.str_header(PERSISTENT_PREFIX, k, v)?;
     }

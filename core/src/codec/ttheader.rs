@@ -177,6 +177,38 @@ pub struct FrameWriter<'a> {
     str_count: u16,
 }
 
+/// Integer headers encoded once, for frames that all carry them (a client's caller and service
+/// names, the message type): [`FrameWriter::begin_with`] appends them with one copy instead of
+/// writing each key, length and value per frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntHeaders {
+    count: u16,
+    bytes: Box<[u8]>,
+}
+
+impl IntHeaders {
+    /// Encodes `ints`.
+    ///
+    /// # Errors
+    /// A protocol error if there are more than 65,535, or a value is longer than 65,535 bytes.
+    pub fn new(ints: &[(u16, &[u8])]) -> Result<Self> {
+        let count = u16::try_from(ints.len())
+            .map_err(|_| Error::protocol("more than 65535 integer headers"))?;
+        let mut bytes = Vec::with_capacity(ints.iter().map(|(_, v)| 4 + v.len()).sum());
+        for (k, v) in ints {
+            let len = u16::try_from(v.len())
+                .map_err(|_| Error::protocol("header value longer than 65535 bytes"))?;
+            bytes.extend_from_slice(&k.to_be_bytes());
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(v);
+        }
+        Ok(Self {
+            count,
+            bytes: bytes.into(),
+        })
+    }
+}
+
 impl<'a> FrameWriter<'a> {
     /// Starts a frame in `dst` with integer headers `ints`.
     ///
@@ -186,6 +218,34 @@ impl<'a> FrameWriter<'a> {
         dst: &'a mut BytesMut,
         seq_id: u32,
         protocol: u8,
+        ints: &[(u16, &[u8])],
+    ) -> Result<Self> {
+        Self::start(dst, seq_id, protocol, 0, &[], ints)
+    }
+
+    /// Starts a frame in `dst` with the integer headers of `encoded` and then `ints`.
+    ///
+    /// # Errors
+    /// A protocol error if a header value is longer than 65,535 bytes, or there are more than
+    /// 65,535 integer headers in all.
+    pub fn begin_with(
+        dst: &'a mut BytesMut,
+        seq_id: u32,
+        protocol: u8,
+        encoded: &IntHeaders,
+        ints: &[(u16, &[u8])],
+    ) -> Result<Self> {
+        Self::start(dst, seq_id, protocol, encoded.count, &encoded.bytes, ints)
+    }
+
+    /// `pre` holds `pre_count` encoded integer headers, which go before `ints`.
+    #[inline]
+    fn start(
+        dst: &'a mut BytesMut,
+        seq_id: u32,
+        protocol: u8,
+        pre_count: u16,
+        pre: &[u8],
         ints: &[(u16, &[u8])],
     ) -> Result<Self> {
         let start = dst.len();
@@ -203,18 +263,21 @@ impl<'a> FrameWriter<'a> {
         head[8..12].copy_from_slice(&seq_id.to_be_bytes());
         head[FIXED_LEN] = protocol;
         let mut n = FIXED_LEN + 2;
-        if ints.is_empty() {
+        if ints.is_empty() && pre_count == 0 {
             w.dst.extend_from_slice(&head[..n]);
             return Ok(w);
         }
         let count = u16::try_from(ints.len())
-            .map_err(|_| Error::protocol("more than 65535 integer headers"))?;
-        let size = 3 + ints.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+            .ok()
+            .and_then(|c| c.checked_add(pre_count))
+            .ok_or_else(|| Error::protocol("more than 65535 integer headers"))?;
+        let size = 3 + pre.len() + ints.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
         if n + size > head.len() {
             // Long values: field by field, with their lengths checked.
             w.dst.extend_from_slice(&head[..n]);
             w.dst.put_u8(info::INT_KEY_VALUE);
             w.dst.put_u16(count);
+            w.dst.extend_from_slice(pre);
             for (k, v) in ints {
                 w.dst.put_u16(*k);
                 w.put_short_bytes(v)?;
@@ -224,6 +287,8 @@ impl<'a> FrameWriter<'a> {
         head[n] = info::INT_KEY_VALUE;
         head[n + 1..n + 3].copy_from_slice(&count.to_be_bytes());
         n += 3;
+        head[n..n + pre.len()].copy_from_slice(pre);
+        n += pre.len();
         for (k, v) in ints {
             // Each value is shorter than the 256-byte buffer, so its length fits in a u16.
             head[n..n + 2].copy_from_slice(&k.to_be_bytes());
@@ -575,6 +640,48 @@ mod tests {
         let mut buf = BytesMut::new();
         let err = FrameWriter::begin(&mut buf, 4, protocol::PROTOBUF, &[(keys::TO_METHOD, &huge)])
             .unwrap_err();
+        assert!(err.message().contains("longer than 65535"), "{err}");
+    }
+
+    #[test]
+    fn pre_encoded_int_headers_go_out_with_the_frame_ones() {
+        let fixed =
+            IntHeaders::new(&[(keys::MSG_TYPE, b"1"), (keys::FROM_SERVICE, b"caller")]).unwrap();
+        let long = vec![b'm'; 300];
+        // Short values are assembled on the stack; a long one takes the field-by-field path.
+        for method in [&b"Echo"[..], &long[..]] {
+            let mut buf = BytesMut::new();
+            let w = FrameWriter::begin_with(
+                &mut buf,
+                5,
+                protocol::PROTOBUF,
+                &fixed,
+                &[(keys::TO_METHOD, method)],
+            )
+            .unwrap();
+            w.finish(b"body").unwrap();
+            let f = decode(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap().unwrap();
+            assert_eq!(
+                f.int_headers().collect::<Vec<_>>(),
+                vec![
+                    (keys::MSG_TYPE, &b"1"[..]),
+                    (keys::FROM_SERVICE, &b"caller"[..]),
+                    (keys::TO_METHOD, method),
+                ]
+            );
+            assert_eq!(f.seq_id, 5);
+            assert_eq!(f.payload(), b"body");
+        }
+        // Only pre-encoded headers.
+        let mut buf = BytesMut::new();
+        let w = FrameWriter::begin_with(&mut buf, 6, protocol::PROTOBUF, &fixed, &[]).unwrap();
+        w.finish(b"").unwrap();
+        let f = decode(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap().unwrap();
+        assert_eq!(f.int_headers().count(), 2);
+        assert_eq!(f.message_type(), Some(MessageType::Call));
+
+        let huge = vec![b'x'; 70_000];
+        let err = IntHeaders::new(&[(keys::FROM_SERVICE, &huge)]).unwrap_err();
         assert!(err.message().contains("longer than 65535"), "{err}");
     }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
-use crate::watch::{Backoff, Changes, spawn_watch};
+use crate::watch::{Changes, report_failure, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
+use gannet_core::watch::Backoff;
 
 /// kitex-contrib config-consul's default prefix.
 pub const DEFAULT_PREFIX: &str = "KitexConfig";
@@ -166,7 +167,7 @@ impl ConfigSource for ConsulSource {
         spawn_watch(|tx| async move {
             let mut changes = Changes::default();
             let mut index: Option<u64> = None;
-            let mut backoff = Backoff::new();
+            let mut backoff = Backoff::default();
             loop {
                 let read = tokio::select! {
                     () = tx.closed() => return,
@@ -190,7 +191,7 @@ impl ConfigSource for ConsulSource {
                         // Read afresh (not blocking on an index a restarted agent may never
                         // reach) once it answers again.
                         index = None;
-                        if !backoff.fail(&tx, &key, e).await {
+                        if !report_failure(&mut backoff, &tx, &key, e).await {
                             return;
                         }
                     }

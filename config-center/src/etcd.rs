@@ -7,8 +7,9 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::stream::BoxStream;
 
-use crate::watch::{Backoff, Changes, Tx, spawn_watch};
+use crate::watch::{Changes, Tx, report_failure, spawn_watch};
 use crate::{ConfigError, ConfigEvent, ConfigSource};
+use gannet_core::watch::Backoff;
 
 /// kitex-contrib config-etcd's default prefix.
 pub const DEFAULT_PREFIX: &str = "/KitexConfig";
@@ -254,12 +255,12 @@ impl ConfigSource for EtcdSource {
         let key = self.etcd_key(key);
         spawn_watch(|tx| async move {
             let mut changes = Changes::default();
-            let mut backoff = Backoff::new();
+            let mut backoff = Backoff::default();
             loop {
                 match source.follow(&key, &mut changes, &tx).await {
                     Ok(()) => return,
                     Err(e) => {
-                        if !backoff.fail(&tx, &key, e).await {
+                        if !report_failure(&mut backoff, &tx, &key, e).await {
                             return;
                         }
                     }

@@ -1,10 +1,6 @@
 //! Pieces every source's watch shares: the task-to-stream plumbing, backoff between failed
 //! attempts, and turning successive reads into changes.
 
-#[cfg(any(feature = "etcd", feature = "consul"))]
-use std::time::Duration;
-
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
@@ -22,42 +18,20 @@ where
     F: FnOnce(Tx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(task(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed()
+    gannet_core::watch::spawn_stream(8, task)
 }
 
-/// Waits between failed attempts: 100 ms, doubling up to 5 s.
+/// After a failed read of `key`: logs it, reports it on `tx` and waits out `backoff`; `false`
+/// when the stream is gone.
 #[cfg(any(feature = "etcd", feature = "consul"))]
-pub(crate) struct Backoff(Duration);
-
-#[cfg(any(feature = "etcd", feature = "consul"))]
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MOST: Duration = Duration::from_secs(5);
-
-    pub(crate) fn new() -> Self {
-        Self(Self::FIRST)
-    }
-
-    /// After a success: the next failure waits the shortest time again.
-    pub(crate) fn reset(&mut self) {
-        self.0 = Self::FIRST;
-    }
-
-    /// Reports `err` on `tx` and waits before the next attempt; `false` when the stream is gone.
-    pub(crate) async fn fail(&mut self, tx: &Tx, key: &str, err: ConfigError) -> bool {
-        tracing::debug!(%key, error = %err, retry_in = ?self.0, "config watch failed");
-        if tx.send(Err(err)).await.is_err() {
-            return false;
-        }
-        tokio::select! {
-            () = tx.closed() => return false,
-            () = tokio::time::sleep(self.0) => {}
-        }
-        self.0 = (self.0 * 2).min(Self::MOST);
-        true
-    }
+pub(crate) async fn report_failure(
+    backoff: &mut gannet_core::watch::Backoff,
+    tx: &Tx,
+    key: &str,
+    err: ConfigError,
+) -> bool {
+    tracing::debug!(%key, error = %err, retry_in = ?backoff.current(), "config watch failed");
+    backoff.report(tx, err).await
 }
 
 /// Turns successive reads of a key into what a watch yields: a state when it differs from the

@@ -48,6 +48,7 @@ pub mod suite;
 pub mod tower;
 pub mod tracer;
 mod transport;
+pub mod watch;
 
 pub use client::{Client, ClientBuilder};
 pub use context::{Context, Endpoint, Extensions, MetaInfo, RpcInfo};

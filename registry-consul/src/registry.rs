@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gannet_core::watch::Backoff;
 use gannet_core::{ErrorKind, Registry, RegistryInfo};
 use tokio_util::sync::CancellationToken;
 
@@ -105,7 +106,7 @@ async fn keep_passing(api: Api, reg: Registration, stop: CancellationToken) {
             continue;
         };
         tracing::warn!(id = %reg.id, %why, "consul check not passed; registering again");
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let registered = tokio::select! {
                 () = stop.cancelled() => return,
@@ -117,14 +118,13 @@ async fn keep_passing(api: Api, reg: Registration, stop: CancellationToken) {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(id = %reg.id, error = %e, retry_in = ?backoff, "consul re-registration failed");
+                    tracing::warn!(id = %reg.id, error = %e, retry_in = ?backoff.current(), "consul re-registration failed");
                 }
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.advance()) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

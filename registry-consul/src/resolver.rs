@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
 use gannet_core::discovery::{DEFAULT_WEIGHT, Instance, Resolver, WatchSender, spawn_watch};
+use gannet_core::watch::Backoff;
 
 use crate::api::{Api, HealthEntry};
 use crate::{ConsulOptions, Error, TAG_SEPARATOR, check_service};
@@ -94,7 +94,7 @@ impl ConsulResolver {
     async fn follow(self: Arc<Self>, target: String, tx: WatchSender) {
         let mut index: Option<u64> = None;
         let mut last: Option<Vec<Instance>> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             let read = tokio::select! {
                 () = tx.closed() => return,
@@ -102,7 +102,7 @@ impl ConsulResolver {
             };
             match read {
                 Ok((map, new)) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     // An index that went backwards (a restarted Consul) starts over with a
                     // plain read; Consul's indexes start at 1.
                     index = match index {
@@ -118,17 +118,12 @@ impl ConsulResolver {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(service = %target, error = %e, retry_in = ?backoff, "consul watch broken; reading again");
+                    tracing::warn!(service = %target, error = %e, retry_in = ?backoff.current(), "consul watch broken; reading again");
                     // Read afresh: a restarted agent may never reach the old index.
                     index = None;
-                    if tx.send(Err(to_core(e))).await.is_err() {
+                    if !backoff.report(&tx, to_core(e)).await {
                         return;
                     }
-                    tokio::select! {
-                        () = tx.closed() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::PutOptions;
+use gannet_core::watch::Backoff;
 use gannet_core::{ErrorKind, Registry, RegistryInfo};
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +75,7 @@ async fn keep_registered(
     lease: Arc<AtomicI64>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let id = lease.load(Ordering::Acquire);
         let why = tokio::select! {
@@ -85,18 +86,18 @@ async fn keep_registered(
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.current()) => {}
             }
             match EtcdRegistry::put(&conn, &key, &value).await {
                 Ok(new) => {
                     lease.store(new, Ordering::Release);
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     tracing::info!(%key, lease = new, "registered in etcd again");
                     break;
                 }
                 Err(e) => {
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    tracing::warn!(%key, error = %e, retry_in = ?backoff, "etcd re-registration failed");
+                    backoff.advance();
+                    tracing::warn!(%key, error = %e, retry_in = ?backoff.current(), "etcd re-registration failed");
                 }
             }
         }

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
 use gannet_core::discovery::{Instance, Resolver, WatchSender, spawn_watch};
+use gannet_core::watch::Backoff;
 
 use crate::conn::Conn;
 use crate::{Error, EtcdOptions, InstanceValue, check_service};
@@ -134,20 +134,15 @@ impl Resolver for EtcdResolver {
         target: String,
     ) -> BoxStream<'static, gannet_core::Result<Vec<Instance>>> {
         spawn_watch(|tx| async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::default();
             loop {
                 match self.follow(&target, &tx).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(service = %target, error = %e, retry_in = ?backoff, "etcd watch broken; listing again");
-                        if tx.send(Err(to_core(e))).await.is_err() {
+                        tracing::warn!(service = %target, error = %e, retry_in = ?backoff.current(), "etcd watch broken; listing again");
+                        if !backoff.report(&tx, to_core(e)).await {
                             return;
                         }
-                        tokio::select! {
-                            () = tx.closed() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }

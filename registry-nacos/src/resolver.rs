@@ -2,12 +2,12 @@
 //! read in case a push was lost).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use gannet_core::ErrorKind;
 use gannet_core::discovery::{Instance, Resolver, WatchSender, spawn_watch};
+use gannet_core::watch::Backoff;
 use nacos_sdk::api::naming::{NamingChangeEvent, NamingEventListener, ServiceInstance};
 use tokio::sync::mpsc;
 
@@ -104,7 +104,7 @@ impl NacosResolver {
         let listener = Arc::new(Pushes(push_tx));
         let mut subscribed = false;
         let mut last: Option<Vec<Instance>> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         // The first read now; later ones every `check_every`, or sooner while failing.
         let mut next_read = tokio::time::Instant::now();
         loop {
@@ -123,7 +123,7 @@ impl NacosResolver {
             };
             match snapshot {
                 Ok(snapshot) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     next_read = tokio::time::Instant::now() + self.opts.check_every;
                     if last.as_ref() != Some(&snapshot) {
                         last = Some(snapshot.clone());
@@ -133,9 +133,8 @@ impl NacosResolver {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(service = %target, error = %e, retry_in = ?backoff, "nacos read failed");
-                    next_read = tokio::time::Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tracing::warn!(service = %target, error = %e, retry_in = ?backoff.current(), "nacos read failed");
+                    next_read = tokio::time::Instant::now() + backoff.advance();
                     if tx.send(Err(to_core(e))).await.is_err() {
                         break;
                     }

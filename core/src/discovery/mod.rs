@@ -202,12 +202,7 @@ where
     F: FnOnce(WatchSender) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(task(tx));
-    stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
+    crate::watch::spawn_stream(4, task)
 }
 
 /// A fixed list of instances, for tests and for services with known addresses.

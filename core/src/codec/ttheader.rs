@@ -406,6 +406,86 @@ fn patch_len(dst: &mut BytesMut, start: usize, after: usize) -> Result<()> {
 /// # Errors
 /// A [`Protocol`](crate::ErrorKind::Protocol) error describing what is wrong with the frame.
 pub fn decode(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<Frame>> {
+    let Some(raw) = take_frame(src, max_frame_size)? else {
+        return Ok(None);
+    };
+    let p = parse::<FrameHeaders>(raw)?;
+    Ok(Some(Frame {
+        seq_id: p.seq_id,
+        flags: p.flags,
+        protocol: p.protocol,
+        payload_at: p.payload_at,
+        ints: p.headers.ints,
+        strs: p.headers.strs,
+        raw: p.raw,
+    }))
+}
+
+/// [`decode`] for a client reading replies: keeps only what a reply needs (its message type
+/// and status code; the payload), with the same checks of the whole frame, and none of the
+/// header lists a [`Frame`] builds.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_reply(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<ReplyFrame>> {
+    let Some(raw) = take_frame(src, max_frame_size)? else {
+        return Ok(None);
+    };
+    let p = parse::<ReplyHeaders>(raw)?;
+    Ok(Some(ReplyFrame {
+        seq_id: p.seq_id,
+        headers: p.headers,
+        payload_at: p.payload_at,
+        raw: p.raw,
+    }))
+}
+
+/// A reply frame as [`decode_reply`] reads it.
+#[derive(Debug, Clone)]
+pub struct ReplyFrame {
+    /// The sequence id of the call it answers.
+    pub seq_id: u32,
+    headers: ReplyHeaders,
+    payload_at: u32,
+    raw: Bytes,
+}
+
+impl ReplyFrame {
+    fn bytes(&self, span: Span) -> &[u8] {
+        let at = span.at as usize;
+        &self.raw[at..at + usize::from(span.len)]
+    }
+
+    /// The message type, if the frame carries a known one.
+    #[must_use]
+    pub fn message_type(&self) -> Option<MessageType> {
+        MessageType::from_ascii(self.bytes(self.headers.msg_type?))
+    }
+
+    /// The status code header as UTF-8, if there is one.
+    #[must_use]
+    pub fn status_code(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes(self.headers.status?)).ok()
+    }
+
+    /// The payload.
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.raw[self.payload_at as usize..]
+    }
+
+    /// The payload, sharing the frame's memory.
+    #[must_use]
+    pub fn into_payload(self) -> Bytes {
+        let mut raw = self.raw;
+        raw.advance(self.payload_at as usize);
+        raw
+    }
+}
+
+/// Takes the bytes of one whole frame off the front of `src` (its length and magic checked).
+#[inline]
+fn take_frame(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<Bytes>> {
     if src.len() < 4 {
         return Ok(None);
     }
@@ -431,7 +511,7 @@ pub fn decode(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<Frame>
         src.reserve(4 + len - src.len());
         return Ok(None);
     }
-    parse(src.split_to(4 + len).freeze()).map(Some)
+    Ok(Some(src.split_to(4 + len).freeze()))
 }
 
 /// A bounds-checked reader over a frame's header.
@@ -489,8 +569,63 @@ fn truncated(what: &str) -> Error {
     Error::protocol(format!("truncated {what}"))
 }
 
+/// Where a parse puts the headers it reads.
+trait Headers: Default {
+    fn int(&mut self, key: u16, value: Span);
+    fn str(&mut self, key: Span, value: Span);
+}
+
+/// Every header, for a [`Frame`].
+#[derive(Default)]
+struct FrameHeaders {
+    ints: SmallVec<[(u16, Span); 6]>,
+    strs: Vec<(Span, Span)>,
+}
+
+impl Headers for FrameHeaders {
+    #[inline]
+    fn int(&mut self, key: u16, value: Span) {
+        self.ints.push((key, value));
+    }
+    #[inline]
+    fn str(&mut self, key: Span, value: Span) {
+        self.strs.push((key, value));
+    }
+}
+
+/// The two headers a reply's receiver reads (the first of each, as [`Frame::int_header`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplyHeaders {
+    msg_type: Option<Span>,
+    status: Option<Span>,
+}
+
+impl Headers for ReplyHeaders {
+    #[inline]
+    fn int(&mut self, key: u16, value: Span) {
+        match key {
+            keys::MSG_TYPE if self.msg_type.is_none() => self.msg_type = Some(value),
+            keys::STATUS_CODE if self.status.is_none() => self.status = Some(value),
+            _ => {}
+        }
+    }
+    #[inline]
+    fn str(&mut self, _key: Span, _value: Span) {}
+}
+
+/// A parsed frame: its fixed fields, its headers as `H` keeps them, and its bytes.
+struct Parsed<H> {
+    seq_id: u32,
+    flags: u16,
+    protocol: u8,
+    payload_at: u32,
+    headers: H,
+    raw: Bytes,
+}
+
 /// Parses a whole frame (length field included; its length and magic already checked).
-fn parse(raw: Bytes) -> Result<Frame> {
+#[inline]
+fn parse<H: Headers>(raw: Bytes) -> Result<Parsed<H>> {
     let b = &raw[..];
     if b.len() < FIXED_LEN {
         return Err(Error::protocol("truncated frame header"));
@@ -517,8 +652,7 @@ fn parse(raw: Bytes) -> Result<Frame> {
             "frame uses {transforms} transforms; none are supported"
         )));
     }
-    let mut ints = SmallVec::new();
-    let mut strs = Vec::new();
+    let mut headers = H::default();
     while h.has_remaining() {
         match h.u8("frame header")? {
             info::PADDING => {
@@ -532,7 +666,7 @@ fn parse(raw: Bytes) -> Result<Frame> {
                 for _ in 0..n {
                     let k = h.short_bytes("string header key")?;
                     let v = h.short_bytes("string header value")?;
-                    strs.push((k, v));
+                    headers.str(k, v);
                 }
             }
             info::INT_KEY_VALUE => {
@@ -540,7 +674,7 @@ fn parse(raw: Bytes) -> Result<Frame> {
                 for _ in 0..n {
                     let k = h.u16("int header key")?;
                     let v = h.short_bytes("int header value")?;
-                    ints.push((k, v));
+                    headers.int(k, v);
                 }
             }
             info::ACL_TOKEN => {
@@ -553,13 +687,12 @@ fn parse(raw: Bytes) -> Result<Frame> {
             }
         }
     }
-    Ok(Frame {
+    Ok(Parsed {
         seq_id,
         flags,
         protocol,
         payload_at: end as u32,
-        ints,
-        strs,
+        headers,
         raw,
     })
 }
@@ -720,6 +853,76 @@ mod tests {
         let mut buf = BytesMut::from(&[0, 0, 0, 20, 0xde, 0xad][..]);
         let err = decode(&mut buf, 1024).unwrap_err();
         assert!(err.message().contains("bad magic"), "{err}");
+    }
+
+    #[test]
+    fn decode_reply_reads_what_a_reply_needs_and_checks_what_decode_checks() {
+        let mut buf = BytesMut::new();
+        let mut w = FrameWriter::begin(
+            &mut buf,
+            9,
+            protocol::PROTOBUF,
+            &[
+                (keys::MSG_TYPE, b"3"),
+                (keys::STATUS_CODE, b"4004"),
+                (keys::TO_METHOD, b"Echo"),
+            ],
+        )
+        .unwrap();
+        w.str_header("RPC_PERSIST_", "tenant", "acme").unwrap();
+        w.finish(b"not found").unwrap();
+        let bytes = buf.clone();
+        let r = decode_reply(&mut buf, DEFAULT_MAX_FRAME_SIZE)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty(), "the whole frame is taken");
+        assert_eq!(r.seq_id, 9);
+        assert_eq!(r.message_type(), Some(MessageType::Exception));
+        assert_eq!(r.status_code(), Some("4004"));
+        assert_eq!(r.payload(), b"not found");
+        assert_eq!(&r.into_payload()[..], b"not found");
+
+        // No status code; message type unknown.
+        let mut buf = frame_with_ints(&[(keys::MSG_TYPE, b"9")]);
+        let r = decode_reply(&mut buf, DEFAULT_MAX_FRAME_SIZE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.message_type(), None);
+        assert_eq!(r.status_code(), None);
+
+        // Every prefix waits for more; every corruption decode refuses, decode_reply refuses.
+        for cut in 0..bytes.len() {
+            let mut part = BytesMut::from(&bytes[..cut]);
+            assert!(
+                decode_reply(&mut part, DEFAULT_MAX_FRAME_SIZE)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        for at in 4..bytes.len() {
+            for value in [0x00, 0x7f, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] = value;
+                let full = decode(&mut bad.clone(), DEFAULT_MAX_FRAME_SIZE).map(|f| f.is_some());
+                let reply = decode_reply(&mut bad, DEFAULT_MAX_FRAME_SIZE).map(|f| f.is_some());
+                assert_eq!(
+                    full.is_err(),
+                    reply.is_err(),
+                    "byte {at} = {value:#x}: decode {full:?}, decode_reply {reply:?}"
+                );
+            }
+        }
+        let mut big = bytes.clone();
+        assert!(decode_reply(&mut big, 8).is_err(), "the size limit holds");
+    }
+
+    fn frame_with_ints(ints: &[(u16, &[u8])]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        FrameWriter::begin(&mut buf, 1, protocol::PROTOBUF, ints)
+            .unwrap()
+            .finish(b"")
+            .unwrap();
+        buf
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::queue::{Encoded, WriteQueue};
 use bytes::Bytes;
 
-use crate::codec::ttheader::{self, Frame, MessageType, keys};
+use crate::codec::ttheader::{self, MessageType, ReplyFrame};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Hashes a sequence id with one multiply (Fibonacci hashing); ids are unique and sequential.
@@ -441,7 +441,7 @@ async fn read_loop(
                 );
             }
             Ok(_) => loop {
-                match ttheader::decode(&mut buf, max_frame_size) {
+                match ttheader::decode_reply(&mut buf, max_frame_size) {
                     Ok(Some(frame)) => {
                         let seq = frame.seq_id;
                         if !s.pending.answer(seq, reply_of(frame)) {
@@ -464,12 +464,12 @@ async fn read_loop(
 
 /// The payload of a reply frame, or the error an exception frame carries. Done on the reader
 /// so that only the payload (not the whole frame) travels to the caller.
-fn reply_of(frame: Frame) -> Result<Bytes> {
+fn reply_of(frame: ReplyFrame) -> Result<Bytes> {
     match frame.message_type() {
         Some(MessageType::Reply) => Ok(frame.into_payload()),
         Some(MessageType::Exception) => {
             let code = frame
-                .int_header_str(keys::STATUS_CODE)
+                .status_code()
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(crate::error::code::INTERNAL);
             Err(Error::remote(

@@ -298,6 +298,13 @@ impl ServiceGenerator for Generator {
     }
 }
 
+/// The name of a method's variant taking a context: `say_hello_with`; for a method whose name
+/// prost made a raw identifier or suffixed with `_` (`r#type`, `self_`), `type_with`, `self_with`.
+fn with_name(method: &str) -> String {
+    let base = method.strip_prefix("r#").unwrap_or(method);
+    format!("{}_with", base.trim_end_matches('_'))
+}
+
 /// The `.proto` comments of the service (`method: None`) or of a method, as doc comments.
 fn doc_lines(buf: &mut String, indent: u8, method: Option<&Method>, service: &Service) {
     let comments = method.map_or(&service.comments, |m| &m.comments);
@@ -315,10 +322,7 @@ fn write_client(buf: &mut String, n: &Names<'_>) {
     let name = &service.name;
     for m in &service.methods {
         let clash = CLIENT_OWN.contains(&m.name.as_str())
-            || service
-                .methods
-                .iter()
-                .any(|o| o.name == format!("{}_with", m.name));
+            || service.methods.iter().any(|o| o.name == with_name(&m.name));
         if clash {
             let _ = writeln!(
                 buf,
@@ -365,7 +369,7 @@ impl {name}Client {{
         methods = methods.join(", ")
     );
     for m in &service.methods {
-        let (f, wire) = (&m.name, &m.proto_name);
+        let (f, wire, f_with) = (&m.name, &m.proto_name, with_name(&m.name));
         let (input, output) = (Names::ty(&m.input_type), Names::ty(&m.output_type));
         buf.push('\n');
         doc_lines(buf, 1, Some(m), service);
@@ -385,7 +389,7 @@ impl {name}Client {{
     ///
     /// # Errors
     /// Any [`{r}::Error`]; its kind says what failed.
-    pub async fn {f}_with(&self, cx: &mut {r}::Context, req: &{input}) -> {r}::Result<{output}> {{
+    pub async fn {f_with}(&self, cx: &mut {r}::Context, req: &{input}) -> {r}::Result<{output}> {{
         cx.rpc_info.method = "{wire}".into();
         self.client.call_with(cx, req).await
     }}

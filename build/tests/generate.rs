@@ -169,6 +169,26 @@ message Req {}
 }
 
 #[test]
+fn keyword_method_names_get_plain_with_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let proto = r#"
+syntax = "proto3";
+package kw;
+service Lang { rpc Type (M) returns (M); rpc Self (M) returns (M); }
+message M {}
+"#;
+    let code = generate(dir.path(), "kw.proto", proto).unwrap();
+    for item in [
+        "pub async fn r#type(",
+        "pub async fn type_with(",
+        "pub async fn self_(",
+        "pub async fn self_with(",
+    ] {
+        assert!(code.contains(item), "missing {item:?} in:\n{code}");
+    }
+}
+
+#[test]
 fn a_file_without_package_names_its_service_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let proto = "syntax = \"proto3\"; service Ping { rpc Ping (P) returns (P); } message P {}";

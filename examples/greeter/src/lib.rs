@@ -16,6 +16,13 @@ pub mod greeter {
     gannet::include_proto!("greeter");
 }
 
+/// The code generated from `proto/edge.proto` (package `edge`): keyword method names, types of
+/// another package, a message named like a generated item. Compiled here, called by the tests.
+#[allow(missing_docs)]
+pub mod edge {
+    gannet::include_proto!("edge");
+}
+
 use greeter::{CountReply, CountRequest, HelloReply, HelloRequest};
 
 /// The application error code for a request without a name.

@@ -69,3 +69,61 @@ fn service_constants_name_the_proto_service_and_its_methods() {
     assert_eq!(GreeterClient::SERVICE, "greeter.Greeter");
     assert_eq!(GreeterClient::METHODS, ["SayHello", "Count"]);
 }
+
+/// `edge.Lang`: its methods are named `Type`, `Self` and `Match`.
+struct Lang;
+
+impl gannet_example_greeter::edge::lang_server::Lang for Lang {
+    async fn r#type(&self, req: HelloRequest) -> gannet::Result<HelloReply> {
+        Ok(HelloReply {
+            message: format!("type {}", req.name),
+        })
+    }
+    async fn self_(&self, req: HelloRequest) -> gannet::Result<HelloReply> {
+        Ok(HelloReply {
+            message: format!("self {}", req.name),
+        })
+    }
+    async fn r#match(
+        &self,
+        req: gannet_example_greeter::edge::LangClient,
+    ) -> gannet::Result<gannet_example_greeter::edge::LangClient> {
+        Ok(req)
+    }
+}
+
+#[tokio::test]
+async fn keyword_method_names_and_types_of_another_package_work_end_to_end() {
+    use gannet_example_greeter::edge::{LangClient, lang_client, lang_server};
+    let registry = MemoryRegistry::new();
+    // Two generated services on one server.
+    let server = Server::builder("polyglot")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .registry(registry.clone())
+        .service(GreeterServer::new(Greetings::default()))
+        .service(lang_server::LangServer::new(Lang))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder("polyglot")
+        .resolver(registry.resolver())
+        .build()
+        .unwrap();
+    let lang = lang_client::LangClient::new(client.clone());
+    assert_eq!(lang.r#type(&hello("t")).await.unwrap().message, "type t");
+    assert_eq!(lang.self_(&hello("s")).await.unwrap().message, "self s");
+    let mut cx = client.context("");
+    let m = lang
+        .match_with(&mut cx, &LangClient { name: "m".into() })
+        .await
+        .unwrap();
+    assert_eq!(m.name, "m");
+    assert_eq!(cx.method(), "Match");
+    let greeter = GreeterClient::new(client);
+    assert_eq!(
+        greeter.say_hello(&hello("g")).await.unwrap().message,
+        "Hello, g!"
+    );
+    assert_eq!(lang_client::LangClient::METHODS, ["Type", "Self", "Match"]);
+    server.shutdown().await.unwrap();
+}

@@ -23,6 +23,15 @@
 //! # }
 //! ```
 //!
+//! ## Code generation
+//! Services written in `.proto` files get typed clients and service traits from the
+//! `gannet-build` crate, in a build script (no `protoc` needed):
+//! `gannet_build::compile_protos(&["proto/greeter.proto"], &["proto"])`, then
+//! `pub mod greeter { gannet::include_proto!("greeter"); }`, and
+//! `Server::builder("greeter").service(GreeterServer::new(MyGreeter))` on the server. The
+//! generated code names only `::gannet`. A crate that warns on missing docs puts
+//! `#[allow(missing_docs)]` on that module: messages without `.proto` comments have none.
+//!
 //! ## Features
 //! - `tower`: adapters between Gannet's `Service`/`Layer` and `tower`'s.
 //! - `etcd`: [`etcd`], the etcd registry and resolver (`etcd-tls` adds TLS).

@@ -48,8 +48,9 @@
 //! ```
 //!
 //! and in the crate, `gannet::include_proto!("greeter");` where the code should go (a
-//! module of its own is usual). The generated code names the runtime as `::gannet` (and Prost as
-//! `::gannet::prost`), so depending on `gannet` alone is enough; a crate that uses `gannet-core`
+//! module of its own is usual). The generated code names the runtime as `::gannet` (Prost as
+//! `::gannet::prost`, the well-known types as `::gannet::prost_types`), so depending on
+//! `gannet` alone is enough; a crate that uses `gannet-core`
 //! directly sets [`Builder::runtime_path`] to `::gannet_core`.
 
 use std::fmt::Write as _;
@@ -202,6 +203,7 @@ impl Builder {
         }
         let mut config = prost_build::Config::new();
         config.prost_path(format!("{}::prost", self.runtime));
+        config.prost_types_path(format!("{}::prost_types", self.runtime));
         config.service_generator(Box::new(Generator {
             runtime: self.runtime,
         }));
@@ -262,9 +264,10 @@ struct Names<'a> {
 
 impl Names<'_> {
     /// A message type's path from inside the service's modules: prost gives it relative to the
-    /// package's module, one level up.
+    /// package's module, one level up, unless it is absolute (`::gannet::prost_types::…`,
+    /// `crate::…`) or a Rust type of its own (`()` for `google.protobuf.Empty`).
     fn ty(path: &str) -> String {
-        if path.starts_with("::") || path.starts_with("crate::") {
+        if path.starts_with("::") || path.starts_with("crate::") || path.starts_with('(') {
             path.to_owned()
         } else {
             format!("super::{path}")

@@ -189,6 +189,28 @@ message M {}
 }
 
 #[test]
+fn well_known_types_come_through_the_runtime_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let proto = r#"
+syntax = "proto3";
+package wk;
+import "google/protobuf/empty.proto";
+import "google/protobuf/timestamp.proto";
+service Clock { rpc Now (google.protobuf.Empty) returns (Tick); }
+message Tick { google.protobuf.Timestamp at = 1; }
+"#;
+    // This generated `super::()` once, which prost-build's formatter panicked on.
+    let code = generate(dir.path(), "wk.proto", proto).unwrap();
+    for item in [
+        "::gannet::prost_types::Timestamp",
+        "pub async fn now(&self, req: &()) -> ::gannet::Result<super::Tick>",
+        "move |req: ()|",
+    ] {
+        assert!(code.contains(item), "missing {item:?} in:\n{code}");
+    }
+}
+
+#[test]
 fn a_file_without_package_names_its_service_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let proto = "syntax = \"proto3\"; service Ping { rpc Ping (P) returns (P); } message P {}";

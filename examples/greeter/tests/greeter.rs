@@ -70,7 +70,7 @@ fn service_constants_name_the_proto_service_and_its_methods() {
     assert_eq!(GreeterClient::METHODS, ["SayHello", "Count"]);
 }
 
-/// `edge.Lang`: its methods are named `Type`, `Self` and `Match`.
+/// `edge.Lang`: its methods are named `Type`, `Self`, `Match` and `Now` (well-known types).
 struct Lang;
 
 impl gannet_example_greeter::edge::lang_server::Lang for Lang {
@@ -89,6 +89,14 @@ impl gannet_example_greeter::edge::lang_server::Lang for Lang {
         req: gannet_example_greeter::edge::LangClient,
     ) -> gannet::Result<gannet_example_greeter::edge::LangClient> {
         Ok(req)
+    }
+    async fn now(&self, _req: ()) -> gannet::Result<gannet_example_greeter::edge::Tick> {
+        Ok(gannet_example_greeter::edge::Tick {
+            at: Some(gannet::prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 7,
+            }),
+        })
     }
 }
 
@@ -119,11 +127,22 @@ async fn keyword_method_names_and_types_of_another_package_work_end_to_end() {
         .unwrap();
     assert_eq!(m.name, "m");
     assert_eq!(cx.method(), "Match");
+    let tick = lang.now(&()).await.unwrap();
+    assert_eq!(
+        tick.at,
+        Some(gannet::prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 7
+        })
+    );
     let greeter = GreeterClient::new(client);
     assert_eq!(
         greeter.say_hello(&hello("g")).await.unwrap().message,
         "Hello, g!"
     );
-    assert_eq!(lang_client::LangClient::METHODS, ["Type", "Self", "Match"]);
+    assert_eq!(
+        lang_client::LangClient::METHODS,
+        ["Type", "Self", "Match", "Now"]
+    );
     server.shutdown().await.unwrap();
 }

@@ -68,6 +68,24 @@ async fn application_errors_arrive_typed_and_the_connection_stays_usable() {
 fn service_constants_name_the_proto_service_and_its_methods() {
     assert_eq!(GreeterClient::SERVICE, "greeter.Greeter");
     assert_eq!(GreeterClient::METHODS, ["SayHello", "Count"]);
+    use gannet_example_greeter::edge::nothing_client::NothingClient;
+    assert_eq!(NothingClient::SERVICE, "edge.Nothing");
+    assert!(NothingClient::METHODS.is_empty());
+}
+
+#[tokio::test]
+async fn a_service_without_methods_adds_nothing_to_a_server() {
+    use gannet_example_greeter::edge::nothing_server::{Nothing, NothingServer};
+    struct Empty;
+    impl Nothing for Empty {}
+    // Only the empty service: the server has no handler, which it refuses to start with.
+    let err = Server::builder("nothing")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .service(NothingServer::new(Empty))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("no handler"), "{err}");
 }
 
 /// `edge.Lang`: its methods are named `Type`, `Self`, `Match` and `Now` (well-known types).

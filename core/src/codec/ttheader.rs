@@ -106,16 +106,38 @@ pub struct Frame {
     pub flags: u16,
     /// The payload protocol id.
     pub protocol: u8,
-    raw: Bytes,
-    payload_at: u32,
+    raw: RawFrame,
     ints: SmallVec<[(u16, Span); 6]>,
     strs: Vec<(Span, Span)>,
 }
 
+/// A frame's bytes and where its payload starts: what [`Frame`] and [`ReplyFrame`] share.
+#[derive(Debug, Clone, Default)]
+struct RawFrame {
+    bytes: Bytes,
+    payload_at: u32,
+}
+
+impl RawFrame {
+    fn span(&self, span: Span) -> &[u8] {
+        let at = span.at as usize;
+        &self.bytes[at..at + usize::from(span.len)]
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload_at as usize..]
+    }
+
+    fn into_payload(self) -> Bytes {
+        let mut bytes = self.bytes;
+        bytes.advance(self.payload_at as usize);
+        bytes
+    }
+}
+
 impl Frame {
     fn bytes(&self, span: Span) -> &[u8] {
-        let at = span.at as usize;
-        &self.raw[at..at + usize::from(span.len)]
+        self.raw.span(span)
     }
 
     /// An integer-keyed header value.
@@ -154,15 +176,13 @@ impl Frame {
     /// The payload.
     #[must_use]
     pub fn payload(&self) -> &[u8] {
-        &self.raw[self.payload_at as usize..]
+        self.raw.payload()
     }
 
     /// The payload, sharing the frame's memory.
     #[must_use]
     pub fn into_payload(self) -> Bytes {
-        let mut raw = self.raw;
-        raw.advance(self.payload_at as usize);
-        raw
+        self.raw.into_payload()
     }
 }
 
@@ -414,7 +434,6 @@ pub fn decode(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<Frame>
         seq_id: p.seq_id,
         flags: p.flags,
         protocol: p.protocol,
-        payload_at: p.payload_at,
         ints: p.headers.ints,
         strs: p.headers.strs,
         raw: p.raw,
@@ -435,7 +454,6 @@ pub fn decode_reply(src: &mut BytesMut, max_frame_size: usize) -> Result<Option<
     Ok(Some(ReplyFrame {
         seq_id: p.seq_id,
         headers: p.headers,
-        payload_at: p.payload_at,
         raw: p.raw,
     }))
 }
@@ -446,14 +464,12 @@ pub struct ReplyFrame {
     /// The sequence id of the call it answers.
     pub seq_id: u32,
     headers: ReplyHeaders,
-    payload_at: u32,
-    raw: Bytes,
+    raw: RawFrame,
 }
 
 impl ReplyFrame {
     fn bytes(&self, span: Span) -> &[u8] {
-        let at = span.at as usize;
-        &self.raw[at..at + usize::from(span.len)]
+        self.raw.span(span)
     }
 
     /// The message type, if the frame carries a known one.
@@ -471,15 +487,13 @@ impl ReplyFrame {
     /// The payload.
     #[must_use]
     pub fn payload(&self) -> &[u8] {
-        &self.raw[self.payload_at as usize..]
+        self.raw.payload()
     }
 
     /// The payload, sharing the frame's memory.
     #[must_use]
     pub fn into_payload(self) -> Bytes {
-        let mut raw = self.raw;
-        raw.advance(self.payload_at as usize);
-        raw
+        self.raw.into_payload()
     }
 }
 
@@ -618,9 +632,8 @@ struct Parsed<H> {
     seq_id: u32,
     flags: u16,
     protocol: u8,
-    payload_at: u32,
     headers: H,
-    raw: Bytes,
+    raw: RawFrame,
 }
 
 /// Parses a whole frame (length field included; its length and magic already checked).
@@ -691,9 +704,11 @@ fn parse<H: Headers>(raw: Bytes) -> Result<Parsed<H>> {
         seq_id,
         flags,
         protocol,
-        payload_at: end as u32,
         headers,
-        raw,
+        raw: RawFrame {
+            bytes: raw,
+            payload_at: end as u32,
+        },
     })
 }
 

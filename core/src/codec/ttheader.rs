@@ -307,8 +307,12 @@ impl<'a> FrameWriter<'a> {
         head[n] = info::INT_KEY_VALUE;
         head[n + 1..n + 3].copy_from_slice(&count.to_be_bytes());
         n += 3;
-        head[n..n + pre.len()].copy_from_slice(pre);
-        n += pre.len();
+        // `begin` (the server's replies) has none: skip the `memcpy` call a zero-length copy
+        // still makes.
+        if !pre.is_empty() {
+            head[n..n + pre.len()].copy_from_slice(pre);
+            n += pre.len();
+        }
         for (k, v) in ints {
             // Each value is shorter than the 256-byte buffer, so its length fits in a u16.
             head[n..n + 2].copy_from_slice(&k.to_be_bytes());
